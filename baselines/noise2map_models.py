@@ -17,12 +17,16 @@ DEMO_UNET = {
 }
 
 
+def unet_config(size: str, overrides: dict | None = None) -> dict:
+    """UNet overrides of a model size; pretraining and fine-tuning must agree on them."""
+    return {**(DEMO_UNET if size == "demo" else {}), **(overrides or {})}
+
+
 def build(task: str, size: str, num_classes: int = 2, scheduler: dict | None = None,
           ss_noise: str = "image", unet: dict | None = None):
     from noise2map.models import Noise2Map
 
-    overrides = {**(DEMO_UNET if size == "demo" else {}), **(unet or {})}
-    return Noise2Map(task, num_classes, unet=overrides, scheduler=scheduler, ss_noise=ss_noise)
+    return Noise2Map(task, num_classes, unet=unet_config(size, unet), scheduler=scheduler, ss_noise=ss_noise)
 
 
 _NOTE = "diffusers UNet2DModel (google/ddpm-church-256 config, 113.67M) + 3x3 in/out convs"

@@ -1,0 +1,21 @@
+# Noise2Map benchmark: data → pretrain → train → evaluate → tables.
+#   snakemake --cores all results/table1.csv                         (paper preset)
+#   snakemake --cores all --configfile workflow/config/demo.yaml results/demo/table1.csv
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "workflow/config/paper.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        rules.write_table1.output.csv,

@@ -1,0 +1,192 @@
+"""``noise2map`` command line: the entry points the Snakemake rules call.
+
+    noise2map models [--format csv]           registered models and their parameter counts
+    noise2map synthesize DATASET --raw DIR     synthetic raw data in the real layout (demo)
+    noise2map acquire DATASET --config CFG     check a raw data set is in place, or say how
+    noise2map prepare NAME --config CFG        raw layout → tile store
+    noise2map pretrain --config CFG --output-dir DIR
+    noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT]
+    noise2map evaluate RUN_DIR                 re-score a run's best checkpoint on test
+    noise2map tables table1 --output CSV METRICS.json ...
+    noise2map rank CSV [--output OUT.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from noise2map.errors import Noise2MapError
+
+
+def _config(path: str) -> dict:
+    from noise2map.config import load_config
+
+    return load_config(path)
+
+
+def cmd_models(args) -> None:
+    import pandas as pd
+
+    from baselines import MODELS, count_params
+
+    rows = [{"name": s.name, "key": s.key, "task": s.task,
+             "params_m": round(count_params(s.key, args.size) / 1e6, 2),
+             "paper_params_m": s.paper_params_m, "reference_params_m": s.expected_params_m,
+             "build": s.build_note} for s in MODELS.values()]
+    table = pd.DataFrame(rows)
+    if args.format == "csv":
+        table.to_csv(sys.stdout, index=False)
+    else:
+        print(table.drop(columns="build").to_string(index=False))
+
+
+def cmd_synthesize(args) -> None:
+    from noise2map.data import generate
+
+    print(generate(args.dataset, Path(args.raw), seed=args.seed))
+
+
+def cmd_acquire(args) -> None:
+    from noise2map.data.acquire import check_raw
+
+    config = _config(args.config)
+    print(check_raw(args.dataset, Path(config["data_dir"]) / "raw"))
+
+
+def cmd_prepare(args) -> None:
+    from noise2map.config import prepared_dir, raw_dir
+    from noise2map.data import prepare
+
+    config = _config(args.config)
+    dataset, _, task = args.name.partition("-")
+    out = prepared_dir(config, dataset, task or "pretrain")
+    num = config["pretrain"]["num_images"] if args.name == config["pretrain"]["dataset"] else None
+    manifest = prepare(args.name, raw_dir(config), out, config["tile_size"], seed=config["seeds"][0], num_images=num)
+    counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
+    print(f"{args.name}: {counts} → {out}")
+
+
+def cmd_pretrain(args) -> None:
+    from noise2map.training.run import pretrain_run
+
+    print(pretrain_run(_config(args.config), Path(args.output_dir)))
+
+
+def cmd_train(args) -> None:
+    from noise2map.config import run_dir
+    from noise2map.training.run import train_run
+
+    config = _config(args.config)
+    run = Path(args.run_dir) if args.run_dir else run_dir(config, args.task, args.dataset, args.model, args.seed)
+    metrics = train_run(config, args.task, args.dataset, args.model, args.seed, run,
+                        Path(args.pretrained) if args.pretrained else None)
+    print(f"{metrics['model']} on {metrics['dataset']}: F1 {metrics['f1']:.2f}, IoU {metrics['iou']:.2f} → {run}")
+
+
+def cmd_evaluate(args) -> None:
+    from noise2map.training.run import evaluate_run
+
+    metrics = evaluate_run(Path(args.run_dir))
+    print(f"{metrics['model']} on {metrics['dataset']}: F1 {metrics['f1']:.2f}, IoU {metrics['iou']:.2f}")
+
+
+def cmd_tables(args) -> None:
+    from noise2map.tables import write_table1
+
+    table = write_table1(args.metrics, Path(args.output))
+    print(f"Table I: {len(table)} rows → {args.output}")
+
+
+def cmd_rank(args) -> None:
+    import pandas as pd
+
+    from noise2map.errors import DataNotFoundError
+    from noise2map.io import atomic_path
+    from noise2map.rank import rank_models
+
+    if not Path(args.csv).is_file():
+        raise DataNotFoundError(f"{args.csv} does not exist")
+    table = pd.read_csv(args.csv)
+    ranks = rank_models(table)
+    if args.output:
+        with atomic_path(args.output) as tmp:
+            ranks.to_csv(tmp, index=False)
+    else:
+        ranks.to_csv(sys.stdout, index=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="noise2map", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list registered models with parameter counts")
+    p.add_argument("--format", choices=["table", "csv"], default="table")
+    p.add_argument("--size", choices=["paper", "demo"], default="paper")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("synthesize", help="write synthetic raw data in a data set's real layout")
+    p.add_argument("dataset")
+    p.add_argument("--raw", required=True, help="parent folder of the raw data sets")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser("acquire", help="check that a raw data set is in place, or say how to get it")
+    p.add_argument("dataset")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_acquire)
+
+    p = sub.add_parser("prepare", help="turn a raw data set into its tile store")
+    p.add_argument("name", help="spacenet7-ss, spacenet7-cd, whu-ss, whu-cd, xview2-ss, xview2-cd or aid")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("pretrain", help="DDPM pretraining of the denoising UNet")
+    p.add_argument("--config", required=True)
+    p.add_argument("--output-dir", required=True)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("train", help="train one model on one data set and evaluate it on test")
+    p.add_argument("--config", required=True)
+    p.add_argument("--task", choices=["ss", "cd"], required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrained", help="pretrained UNet state dict (Noise2Map only)")
+    p.add_argument("--run-dir", help="default: <results_dir>/runs/<task>/<dataset>/<model>/seed<k>")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-score a run's best checkpoint on the test split")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tables", help="write a paper table from run metrics")
+    p.add_argument("table", choices=["table1"])
+    p.add_argument("--output", required=True, help="CSV path; the Markdown goes beside it")
+    p.add_argument("metrics", nargs="+", help="metrics.json of the runs")
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("rank", help="the paper's rank from a table with task, model, dataset, f1, iou")
+    p.add_argument("csv")
+    p.add_argument("--output")
+    p.set_defaults(func=cmd_rank)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        args.func(args)
+    except Noise2MapError as err:
+        print(f"noise2map {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

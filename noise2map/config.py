@@ -1,0 +1,135 @@
+"""Presets: load, merge, validate; and the paths every stage agrees on.
+
+``workflow/config/paper.yaml`` is the default preset; another preset (``demo.yaml``) is
+merged over it key by key, as Snakemake's ``--configfile`` does.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from noise2map.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PAPER_PRESET = REPO_ROOT / "workflow" / "config" / "paper.yaml"
+
+# Data set keys → the names Table I prints.
+DATASET_NAMES = {"spacenet7": "SpaceNet7", "whu": "WHU", "xview2": "xView2-wildfire"}
+TASK_NAMES = {"ss": "semantic segmentation", "cd": "change detection"}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` merged into a copy of ``base``, recursing into nested mappings."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Check ``config`` against the schema and the registries; return it unchanged."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in errors[:10]]
+        raise ConfigError(f"{source} does not match {SCHEMA_PATH.name}:\n" + "\n".join(lines))
+    _check_registries(config, source)
+    return config
+
+
+def _check_registries(config: dict, source: str) -> None:
+    from baselines import get_model_spec
+
+    for task, keys in config["models"].items():
+        for key in keys:
+            if get_model_spec(key).task != task:
+                raise ConfigError(f"{source}: models.{task} lists {key!r}, a {get_model_spec(key).task} model")
+    for section in ("noise2map",):
+        t_max = config[section]["scheduler"]["num_train_timesteps"]
+        for key in ("val_timestep", "test_timestep"):
+            if config[section][key] >= t_max:
+                raise ConfigError(f"{source}: {section}.{key} = {config[section][key]} must be < T = {t_max}")
+    missing = [f"{d}" for d in config["datasets"] if d not in config["training"]["datasets"]]
+    if missing:
+        raise ConfigError(f"{source}: training.datasets has no settings for {', '.join(missing)}")
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def load_config(*paths: str | Path, base: str | Path | None = PAPER_PRESET) -> dict:
+    """Merge the YAML files in order (over the paper preset) and validate the result.
+
+    A file that already is a resolved config (it carries every key) passes through unchanged.
+    """
+    config: dict = read_yaml(base) if base else {}
+    for path in paths:
+        config = deep_merge(config, read_yaml(path))
+    return validate_config(config, source=" + ".join(map(str, paths)) or str(base))
+
+
+def task_settings(config: dict, dataset: str, task: str) -> dict:
+    """batch_size, class_weights and max_epochs of one (data set, task)."""
+    settings = config["training"]["datasets"][dataset][task]
+    return {"max_epochs": config["training"]["max_epochs"], **settings}
+
+
+def prepared_dir(config: dict, dataset: str, task: str) -> Path:
+    """Tile store of one data set and task (``aid`` for pretraining)."""
+    name = dataset if task == "pretrain" else f"{dataset}-{task}"
+    return Path(config["data_dir"]) / "prepared" / name
+
+
+def raw_dir(config: dict) -> Path:
+    return Path(config["data_dir"]) / "raw"
+
+
+def run_dir(config: dict, task: str, dataset: str, model: str, seed: int) -> Path:
+    """One training run's folder: resolved config, checkpoints, counts, metrics."""
+    return Path(config["results_dir"]) / "runs" / task / dataset / model / f"seed{seed}"
+
+
+def pretrain_dir(config: dict) -> Path:
+    return Path(config["results_dir"]) / "pretrain" / config["pretrain"]["dataset"]
+
+
+def write_resolved_config(config: dict, path: str | Path) -> None:
+    """The validated, merged config every CLI call of the workflow reads."""
+    from noise2map.io import write_text
+
+    validate_config(dict(config), source="Snakemake config")
+    write_text(path, yaml.safe_dump(_plain(config), sort_keys=False))
+
+
+def _plain(obj):
+    # Snakemake hands over its own mapping types; YAML wants plain dicts and lists.
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,562 @@
+"""Seeded synthetic raw data in each real data set's on-disk layout and file formats.
+
+The demo pipeline runs on these files in place of the real downloads, so the preparers in
+:mod:`noise2map.data.prepare` read exactly the same layouts, formats and label encodings as
+they would on the real archives (see ``/work/shared/notes/datasets.md``):
+
+========== ==================================================================================
+spacenet7  ``spacenet7/train/<aoi>/images_masked/global_monthly_<YYYY>_<MM>_mosaic_<aoi>.tif``
+           (4-band uint8 GeoTIFF, RGB + alpha, EPSG:3857) and
+           ``spacenet7/train/<aoi>/labels_match_pix/global_monthly_<YYYY>_<MM>_mosaic_<aoi>_Buildings.geojson``
+           (FeatureCollection of building polygons in pixel coordinates, properties ``Id``, ``area``).
+           AOIs are real names from the Hafner split; one month of one train AOI has no label file.
+whu        ``whu/3. The cropped image tiles and raster labels/{train,val,test}/{image,label}/<name>.tif``
+           (image 3-band uint8, label 1-band uint8 0/255).
+whu-cd     ``whu-cd/{A,B,label}/<name>.png`` + ``whu-cd/list/{train,val,test}.txt`` (BIT 256² form;
+           label 0/255 mode-L PNG; a quarter of the pairs have no change).
+xview2     ``xview2/{train,test}/{images,labels,targets}/<disaster>_<8-digit id>_{pre,post}_disaster.*``
+           (RGB PNG, xBD JSON with WKT polygons, ``*_target.png``); mostly santa-rosa-wildfire plus
+           two socal-fire pairs the preparers must ignore; some santa-rosa pairs have no damage.
+aid        ``aid/AID/<ClassName>/<classname>_<n>.jpg`` (RGB JPEG).
+========== ==================================================================================
+
+Scenes are a smooth vegetation/soil texture with buildings (axis-aligned rectangles and
+L-shapes, distinct roof colours, a dark shadow edge to the lower right). Building footprints
+are rasterised with the same centre-of-pixel rule the preparers use
+(:func:`rasterio.features.rasterize`), so image and label agree pixel for pixel.
+
+Everything is a pure function of ``seed`` (``numpy.random.default_rng``); the files written
+for a given seed and size are byte-identical across runs.
+
+Sizes: ``"demo"`` (small images, brief counts, the default) and ``"fullsize"`` (the real image
+sizes — SpaceNet7 1024², WHU 512², WHU-CD 256², xView2 1024², AID 600² — with a handful of
+scenes, to exercise the paper's 256-px tiling path).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from PIL import Image
+from rasterio.features import rasterize
+from rasterio.transform import from_origin
+
+from ..errors import ConfigError
+from ..io import atomic_path, write_json, write_text
+
+DATASETS = ("spacenet7", "whu", "whu-cd", "xview2", "aid")
+
+# Real AOI names (Hafner et al. 2023 split): the first three train AOIs, the first val and
+# the first test AOI.
+SPACENET7_DEMO_AOIS = {
+    "train": [
+        "L15-0331E-1257N_1327_3160_13",
+        "L15-0358E-1220N_1433_3310_13",
+        "L15-0457E-1135N_1831_3648_13",
+    ],
+    "val": ["L15-0357E-1223N_1429_3296_13"],
+    "test": ["L15-0387E-1276N_1549_3087_13"],
+}
+WHU_DIRNAME = "3. The cropped image tiles and raster labels"
+AID_CLASSES = ("Airport", "Forest", "DenseResidential")
+
+SIZES = {
+    "demo": {
+        # (image size, building cell size, min/max building side)
+        "spacenet7": dict(size=64, odd_size=65, months=4, cell=8, bmin=3, bmax=6),
+        "whu": dict(size=64, cell=16, bmin=7, bmax=14, counts={"train": 24, "val": 8, "test": 8}),
+        "whu-cd": dict(size=32, cell=10, bmin=4, bmax=8, pairs=40,
+                       counts={"train": 24, "val": 8, "test": 8}),
+        "xview2": dict(size=128, cell=16, bmin=8, bmax=14, counts={"train": 16, "test": 8},
+                       no_damage={"train": 4, "test": 2}, other=2),
+        "aid": dict(size=80, per_class=4),
+    },
+    "fullsize": {
+        "spacenet7": dict(size=1024, odd_size=1023, months=3, cell=32, bmin=8, bmax=24),
+        "whu": dict(size=512, cell=64, bmin=24, bmax=56, counts={"train": 4, "val": 2, "test": 2}),
+        "whu-cd": dict(size=256, cell=48, bmin=16, bmax=40, pairs=8,
+                       counts={"train": 4, "val": 2, "test": 2}),
+        "xview2": dict(size=1024, cell=64, bmin=24, bmax=56, counts={"train": 3, "test": 2},
+                       no_damage={"train": 1, "test": 1}, other=1),
+        "aid": dict(size=600, per_class=1),
+    },
+}
+
+VEGETATION = np.array([72, 104, 52], np.float32)
+SOIL = np.array([150, 128, 96], np.float32)
+ROOF_COLOURS = np.array(
+    [
+        [178, 74, 52],   # red tile
+        [206, 204, 198],  # light concrete
+        [92, 112, 142],  # blue metal
+        [232, 230, 222],  # white
+        [128, 44, 38],   # dark red
+        [204, 146, 84],  # orange
+        [150, 150, 160],  # grey metal
+    ],
+    np.float32,
+)
+DAMAGE_SUBTYPES = ("minor-damage", "major-damage", "destroyed")
+TARGET_VALUE = {"no-damage": 1, "minor-damage": 2, "major-damage": 3, "destroyed": 4,
+                "un-classified": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# scene primitives
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
+    """Value noise in [0, 1]: a random coarse grid bilinearly upsampled to (h, w)."""
+    gh, gw = int(np.ceil(h / cell)) + 2, int(np.ceil(w / cell)) + 2
+    grid = rng.random((gh, gw), dtype=np.float32)
+    y = np.arange(h, dtype=np.float32) / cell
+    x = np.arange(w, dtype=np.float32) / cell
+    y0, x0 = y.astype(int), x.astype(int)
+    fy, fx = (y - y0)[:, None], (x - x0)[None, :]
+    fy, fx = fy * fy * (3 - 2 * fy), fx * fx * (3 - 2 * fx)  # smoothstep
+    a = grid[y0][:, x0]
+    b = grid[y0][:, x0 + 1]
+    c = grid[y0 + 1][:, x0]
+    d = grid[y0 + 1][:, x0 + 1]
+    return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
+
+
+def _background(rng: np.random.Generator, h: int, w: int, scale: float = 1.0) -> np.ndarray:
+    """Float32 [h, w, 3] vegetation/soil texture (0..255)."""
+    n = 0.65 * _smooth_noise(rng, h, w, 16 * scale) + 0.35 * _smooth_noise(rng, h, w, 5 * scale)
+    t = np.clip((n - 0.35) / 0.3, 0, 1)[..., None]
+    img = VEGETATION * (1 - t) + SOIL * t
+    img = img * (0.85 + 0.3 * _smooth_noise(rng, h, w, 3 * scale))[..., None]
+    return img + rng.normal(0, 5, (h, w, 3)).astype(np.float32)
+
+
+def _building_polygon(rng, x0: int, y0: int, bw: int, bh: int) -> list[tuple[float, float]]:
+    """Closed ring (pixel x, y) of a rectangle or, one time in four, an L-shape."""
+    x1, y1 = x0 + bw, y0 + bh
+    if bw >= 6 and bh >= 6 and rng.random() < 0.25:
+        cx = x0 + int(rng.integers(bw // 3, 2 * bw // 3 + 1))
+        cy = y0 + int(rng.integers(bh // 3, 2 * bh // 3 + 1))
+        ring = [(x0, y0), (x1, y0), (x1, cy), (cx, cy), (cx, y1), (x0, y1)]
+    else:
+        ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    ring = [(float(x), float(y)) for x, y in ring]
+    return ring + [ring[0]]
+
+
+def _layout(rng, h: int, w: int, cell: int, bmin: int, bmax: int, p: float) -> list[dict]:
+    """Candidate buildings: at most one per grid cell (so they never overlap)."""
+    out = []
+    for r in range(h // cell):
+        for c in range(w // cell):
+            if rng.random() >= p:
+                continue
+            bw = int(rng.integers(bmin, min(bmax, cell - 2) + 1))
+            bh = int(rng.integers(bmin, min(bmax, cell - 2) + 1))
+            x0 = c * cell + int(rng.integers(1, cell - bw))
+            y0 = r * cell + int(rng.integers(1, cell - bh))
+            out.append(
+                {
+                    "ring": _building_polygon(rng, x0, y0, bw, bh),
+                    "colour": ROOF_COLOURS[rng.integers(len(ROOF_COLOURS))]
+                    + rng.normal(0, 8, 3).astype(np.float32),
+                }
+            )
+    return out
+
+
+def _geom(ring) -> dict:
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def _index_raster(buildings: list[dict], h: int, w: int, shift: float = 0.0) -> np.ndarray:
+    """int32 [h, w]: k+1 inside building k (centre-of-pixel rule), else 0."""
+    if not buildings:
+        return np.zeros((h, w), np.int32)
+    shapes = [
+        (_geom([(x + shift, y + shift) for x, y in b["ring"]]), k + 1)
+        for k, b in enumerate(buildings)
+    ]
+    return rasterize(shapes, out_shape=(h, w), fill=0, dtype="int32")
+
+
+def _paint(img: np.ndarray, buildings: list[dict], rng, shadow: int = 1) -> np.ndarray:
+    """Paint shadows then roofs of ``buildings`` onto a float image (in place and returned)."""
+    h, w = img.shape[:2]
+    if not buildings:
+        return img
+    idx = _index_raster(buildings, h, w)
+    shade = _index_raster(buildings, h, w, shift=shadow) > 0
+    img[shade & (idx == 0)] *= 0.35
+    colours = np.stack([b["colour"] for b in buildings])
+    inside = idx > 0
+    img[inside] = colours[idx[inside] - 1] + rng.normal(0, 4, (int(inside.sum()), 3))
+    return img
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _illumination(rng, img: np.ndarray) -> np.ndarray:
+    """A different acquisition: global gain/offset per channel and fresh sensor noise."""
+    gain = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    offset = rng.uniform(-8, 8, 3).astype(np.float32)
+    return img * gain + offset + rng.normal(0, 3, img.shape).astype(np.float32)
+
+
+def _area(ring) -> float:
+    xs, ys = np.array(ring).T
+    return float(abs(np.dot(xs[:-1], ys[1:]) - np.dot(xs[1:], ys[:-1])) / 2)
+
+
+# --------------------------------------------------------------------------------------------
+# writers
+
+
+def _write_geotiff(path: Path, array_hwc: np.ndarray, crs: str, transform) -> None:
+    h, w, c = array_hwc.shape
+    with atomic_path(path) as tmp:
+        with rasterio.open(
+            tmp, "w", driver="GTiff", height=h, width=w, count=c, dtype="uint8",
+            crs=crs, transform=transform,
+        ) as dst:
+            dst.write(np.moveaxis(array_hwc, -1, 0))
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def _write_jpeg(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="JPEG", quality=90)
+
+
+MARKER = "SYNTHETIC.json"
+
+
+def _fresh_dir(path: Path, info: dict) -> Path:
+    """Empty ``path`` for a new synthetic set. A directory that holds files but no
+    ``SYNTHETIC.json`` marker (e.g. a real download) is never touched: that is an error."""
+    import shutil
+
+    if path.exists() and any(path.iterdir()):
+        if not (path / MARKER).is_file():
+            raise ConfigError(
+                f"{path} already holds data that this generator did not write (no {MARKER}); "
+                "refusing to overwrite it with synthetic data. Choose another raw_root."
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / MARKER, info)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# data sets
+
+
+def _spacenet7(root: Path, rng, p: dict) -> None:
+    months = [(2018, m) for m in range(1, p["months"] + 1)]
+    unlabelled = (SPACENET7_DEMO_AOIS["train"][1], months[2])
+    for split, aois in SPACENET7_DEMO_AOIS.items():
+        for k, aoi in enumerate(aois):
+            # the val AOI is 1 px wider/taller (real mosaics are 1023 or 1025 px, too)
+            size = p["odd_size"] if split == "val" else p["size"]
+            h = w = size
+            base = _background(rng, h, w, scale=p["cell"] / 8)
+            cands = _layout(rng, h, w, p["cell"], p["bmin"], p["bmax"], p=0.6)
+            n = len(months)
+            for i, b in enumerate(cands):
+                b["id"] = i
+                u = rng.random()
+                if u < 0.55:
+                    b["start"], b["end"] = 0, n
+                    if rng.random() < 0.12:
+                        b["end"] = int(rng.integers(1, n))
+                else:
+                    b["start"], b["end"] = int(rng.integers(1, n)), n
+            transform = from_origin(-8.0e6 + 1e4 * k, 4.0e6 - 1e4 * k, 4.77, 4.77)
+            adir = root / "train" / aoi
+            for m, (yy, mm) in enumerate(months):
+                present = [b for b in cands if b["start"] <= m < b["end"]]
+                img = _paint(_illumination(rng, base.copy()), present, rng)
+                rgba = np.concatenate(
+                    [_to_uint8(img), np.full((h, w, 1), 255, np.uint8)], axis=-1
+                )
+                stem = f"global_monthly_{yy}_{mm:02d}_mosaic_{aoi}"
+                _write_geotiff(adir / "images_masked" / f"{stem}.tif", rgba, "EPSG:3857", transform)
+                if (aoi, (yy, mm)) == unlabelled:
+                    continue
+                features = [
+                    {
+                        "type": "Feature",
+                        "properties": {"Id": b["id"], "area": _area(b["ring"])},
+                        "geometry": _geom([list(pt) for pt in b["ring"]]),
+                    }
+                    for b in present
+                ]
+                write_json(
+                    adir / "labels_match_pix" / f"{stem}_Buildings.geojson",
+                    {"type": "FeatureCollection", "name": f"{stem}_Buildings", "features": features},
+                )
+
+
+def _whu(root: Path, rng, p: dict) -> None:
+    base_dir = root / WHU_DIRNAME
+    h = w = p["size"]
+    counter = 0
+    for split, count in p["counts"].items():
+        for _ in range(count):
+            name = f"{counter}.tif"
+            counter += 1
+            img = _background(rng, h, w, scale=p["cell"] / 16)
+            buildings = _layout(rng, h, w, p["cell"], p["bmin"], p["bmax"], p=0.5)
+            img = _paint(img, buildings, rng, shadow=max(1, p["cell"] // 12))
+            label = np.where(_index_raster(buildings, h, w) > 0, 255, 0).astype(np.uint8)
+            transform = from_origin(1.57e6 + 20 * counter, 5.18e6, 0.3, 0.3)
+            _write_geotiff(base_dir / split / "image" / name, _to_uint8(img), "EPSG:2193", transform)
+            _write_geotiff(base_dir / split / "label" / name, label[..., None], "EPSG:2193", transform)
+
+
+def _whu_cd(root: Path, rng, p: dict) -> None:
+    h = w = p["size"]
+    names = [f"whucd_{i + 1:05d}.png" for i in range(p["pairs"])]
+    for i, name in enumerate(names):
+        no_change = i % 4 == 0
+        base = _background(rng, h, w, scale=p["cell"] / 12)
+        cands = _layout(rng, h, w, p["cell"], p["bmin"], p["bmax"], p=0.7)
+        if not cands:  # at least one building so that a change can be made
+            cands = _layout(rng, h, w, p["cell"], p["bmin"], p["bmax"], p=1.0)[:1]
+        state = []  # (in 2012, in 2016)
+        for b in cands:
+            u = rng.random()
+            if no_change:
+                both = u < 0.6
+                state.append((both, both))
+            elif u < 0.45:
+                state.append((True, True))
+            elif u < 0.8:
+                state.append((False, True))  # newly built (post-earthquake reconstruction)
+            elif u < 0.9:
+                state.append((True, False))  # demolished
+            else:
+                state.append((False, False))
+        if not no_change and all(a == b for a, b in state):
+            state[0] = (False, True)
+        before = [b for b, s in zip(cands, state) if s[0]]
+        after = [b for b, s in zip(cands, state) if s[1]]
+        img_a = _paint(_illumination(rng, base.copy()), before, rng)
+        img_b = _paint(_illumination(rng, base.copy()), after, rng)
+        ma = _index_raster(before, h, w) > 0
+        mb = _index_raster(after, h, w) > 0
+        label = np.where(ma ^ mb, 255, 0).astype(np.uint8)
+        _write_png(root / "A" / name, _to_uint8(img_a))
+        _write_png(root / "B" / name, _to_uint8(img_b))
+        _write_png(root / "label" / name, label)
+    order = rng.permutation(len(names))
+    start = 0
+    for split, count in p["counts"].items():
+        chosen = sorted(names[j] for j in order[start:start + count])
+        start += count
+        write_text(root / "list" / f"{split}.txt", "".join(f"{n}\n" for n in chosen))
+
+
+def _uid(rng) -> str:
+    h = rng.bytes(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}"
+
+
+def _wkt(ring) -> str:
+    return "POLYGON ((" + ", ".join(f"{x:.6f} {y:.6f}" for x, y in ring) + "))"
+
+
+def _xbd_label(stem, disaster, buildings, subtypes, w, h, date, rng, post: bool) -> dict:
+    lon0, lat0, d = -122.70, 38.48, 2.5e-6
+    xy, ll = [], []
+    for b, sub in zip(buildings, subtypes):
+        props = {"feature_type": "building", "uid": b["uid"]}
+        if post:
+            props = {"feature_type": "building", "subtype": sub, "uid": b["uid"]}
+        xy.append({"properties": props, "wkt": _wkt(b["ring"])})
+        ll.append(
+            {"properties": props, "wkt": _wkt([(lon0 + x * d, lat0 - y * d) for x, y in b["ring"]])}
+        )
+    meta = {
+        "sensor": "WORLDVIEW03_VNIR",
+        "provider_asset_type": "WORLDVIEW03_VNIR",
+        "gsd": 2.4,
+        "capture_date": date,
+        "off_nadir_angle": round(float(rng.uniform(10, 30)), 3),
+        "pan_resolution": 0.6,
+        "sun_azimuth": round(float(rng.uniform(140, 200)), 3),
+        "sun_elevation": round(float(rng.uniform(30, 60)), 3),
+        "target_azimuth": round(float(rng.uniform(0, 360)), 3),
+        "disaster": disaster,
+        "disaster_type": "fire",
+        "catalog_id": rng.bytes(8).hex(),
+        "original_width": w,
+        "original_height": h,
+        "width": w,
+        "height": h,
+        "id": _uid(rng),
+        "img_name": f"{stem}.png",
+    }
+    return {"features": {"lng_lat": ll, "xy": xy}, "metadata": meta}
+
+
+def _burn(img: np.ndarray, b_idx: np.ndarray, subtypes, rng) -> np.ndarray:
+    """Post-fire appearance: destroyed roofs become ash, major/minor damage darkens roofs."""
+    h, w = img.shape[:2]
+    spots = rng.random((h, w)) < 0.35
+    for k, sub in enumerate(subtypes):
+        inside = b_idx == k + 1
+        if sub == "destroyed":
+            img[inside] = np.array([48, 44, 40], np.float32) + rng.normal(0, 10, (int(inside.sum()), 3))
+        elif sub == "major-damage":
+            img[inside] = img[inside] * 0.45 + 10
+        elif sub == "minor-damage":
+            sel = inside & spots
+            img[sel] = img[sel] * 0.4
+    return img
+
+
+def _xview2(root: Path, rng, p: dict) -> None:
+    h = w = p["size"]
+    scale = p["cell"] / 16
+    used: set[int] = set()
+
+    def new_id() -> str:
+        while True:
+            i = int(rng.integers(0, 100000))
+            if i not in used:
+                used.add(i)
+                return f"{i:08d}"
+
+    jobs = []
+    for split, count in p["counts"].items():
+        n_none = p["no_damage"][split]
+        for j in range(count):
+            jobs.append((split, "santa-rosa-wildfire", j < n_none))
+    for j in range(p["other"]):
+        jobs.append(("train" if j % 2 == 0 else "test", "socal-fire", False))
+    for split, disaster, undamaged in jobs:
+        stem_id = f"{disaster}_{new_id()}"
+        base = _background(rng, h, w, scale=scale)
+        buildings = _layout(rng, h, w, p["cell"], p["bmin"], p["bmax"], p=0.4)
+        if not buildings:
+            buildings = _layout(rng, h, w, p["cell"], p["bmin"], p["bmax"], p=1.0)[:2]
+        for b in buildings:
+            b["uid"] = _uid(rng)
+        subtypes = []
+        for _ in buildings:
+            u = rng.random()
+            if undamaged or u >= 0.45:
+                subtypes.append("un-classified" if rng.random() < 0.05 else "no-damage")
+            else:
+                subtypes.append(str(rng.choice(DAMAGE_SUBTYPES, p=[0.2, 0.2, 0.6])))
+        if not undamaged and not any(s in DAMAGE_SUBTYPES for s in subtypes):
+            subtypes[int(rng.integers(len(subtypes)))] = "destroyed"
+        shadow = max(1, p["cell"] // 12)
+        pre = _paint(_illumination(rng, base.copy()), buildings, rng, shadow=shadow)
+        post = _paint(_illumination(rng, base.copy()), buildings, rng, shadow=shadow)
+        b_idx = _index_raster(buildings, h, w)
+        if not undamaged:
+            # burn scar on the vegetation around the damaged buildings
+            scar = _smooth_noise(rng, h, w, 20 * scale) > 0.55
+            post[scar & (b_idx == 0)] = post[scar & (b_idx == 0)] * 0.55 + np.float32(8)
+        post = _burn(post, b_idx, subtypes, rng)
+        footprint = (b_idx > 0).astype(np.uint8)
+        values = np.array([0] + [TARGET_VALUE[s] for s in subtypes], np.uint8)
+        for phase, img, target, date in (
+            ("pre", pre, footprint, "2017-02-04T19:02:11.000Z"),
+            ("post", post, values[b_idx], "2017-10-11T19:05:44.000Z"),
+        ):
+            stem = f"{stem_id}_{phase}_disaster"
+            d = root / split
+            _write_png(d / "images" / f"{stem}.png", _to_uint8(img))
+            _write_png(d / "targets" / f"{stem}_target.png", target)
+            write_json(
+                d / "labels" / f"{stem}.json",
+                _xbd_label(stem, disaster, buildings, subtypes, w, h, date, rng, post=phase == "post"),
+            )
+
+
+def _aid(root: Path, rng, p: dict) -> None:
+    h = w = p["size"]
+    s = h / 80
+    for cls in AID_CLASSES:
+        for n in range(1, p["per_class"] + 1):
+            img = _background(rng, h, w, scale=s)
+            if cls == "Forest":
+                canopy = _smooth_noise(rng, h, w, 2.5 * s)
+                img = np.array([38, 74, 36], np.float32) * (0.6 + 0.8 * canopy)[..., None]
+                img += rng.normal(0, 6, img.shape).astype(np.float32)
+            elif cls == "Airport":
+                img = img * 0.6 + np.array([120, 115, 100], np.float32) * 0.4
+                a, b = int(0.4 * h), int(0.52 * h)
+                img[a:b] = np.array([105, 105, 108], np.float32) + rng.normal(0, 3, (b - a, w, 3))
+                img[(a + b) // 2, :: max(2, int(4 * s))] = 235  # centre-line dashes
+                c0, c1 = int(0.6 * w), int(0.65 * w)
+                img[b:, c0:c1] = np.array([115, 115, 118], np.float32)  # taxiway
+                terminal = _layout(rng, h - int(0.7 * h), w, int(20 * s), int(8 * s), int(16 * s), 0.6)
+                for t in terminal:
+                    t["ring"] = [(x, y + int(0.7 * h)) for x, y in t["ring"]]
+                img = _paint(img, terminal, rng)
+            else:  # DenseResidential
+                img = _paint(img, _layout(rng, h, w, int(10 * s), int(5 * s), int(8 * s), 0.85), rng)
+            _write_jpeg(root / "AID" / cls / f"{cls.lower()}_{n}.jpg", _to_uint8(img))
+
+
+_GENERATORS = {
+    "spacenet7": _spacenet7,
+    "whu": _whu,
+    "whu-cd": _whu_cd,
+    "xview2": _xview2,
+    "aid": _aid,
+}
+
+
+def generate(dataset: str, raw_root: Path, seed: int = 0, size: str = "demo") -> Path:
+    """Write the synthetic raw data of ``dataset`` under ``raw_root/<dataset>``; return that dir.
+
+    ``dataset`` is one of ``spacenet7``, ``whu``, ``whu-cd``, ``xview2``, ``aid``; ``size`` is
+    ``"demo"`` or ``"fullsize"`` (see the module docstring). Deterministic for a given
+    ``(dataset, seed, size)``: each data set draws from its own generator seeded with
+    ``(seed, index of dataset)``, so generating one set never changes another.
+    """
+    if dataset not in _GENERATORS:
+        raise ConfigError(
+            f"unknown synthetic data set {dataset!r}; available: {', '.join(DATASETS)}"
+        )
+    if size not in SIZES:
+        raise ConfigError(f"unknown synthetic size {size!r}; available: {', '.join(SIZES)}")
+    out = _fresh_dir(
+        Path(raw_root) / dataset,
+        {"synthetic": True, "dataset": dataset, "seed": int(seed), "size": size},
+    )
+    rng = np.random.default_rng([int(seed), DATASETS.index(dataset)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        _GENERATORS[dataset](out, rng, SIZES[size][dataset])
+    return out
+
+
+def generate_all(raw_root: Path, seed: int = 0, size: str = "demo") -> dict[str, Path]:
+    """Generate every synthetic raw data set; return ``{dataset: raw dir}``."""
+    return {name: generate(name, raw_root, seed=seed, size=size) for name in DATASETS}
+
+
+__all__ = ["DATASETS", "SIZES", "SPACENET7_DEMO_AOIS", "generate", "generate_all"]
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    import sys
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "data/raw")
+    print(json.dumps({k: str(v) for k, v in generate_all(target).items()}, indent=2))

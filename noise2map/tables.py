@@ -1,0 +1,125 @@
+"""Table I from the runs' metrics, long form and in the paper's layout.
+
+``table1.csv`` has one row per (task, model, data set, seed) with the whole-split confusion
+counts (tp, fp, fn, tn of the positive class), so every score can be recomputed, and the
+rank of the model (computed on the seed means). ``table1.md`` shows our value, the paper's
+and the difference, model by model as in the paper.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from noise2map.errors import DataFormatError
+from noise2map.io import atomic_path, write_text
+from noise2map.metrics import COUNTS, METRICS, scores_from_counts
+from noise2map.rank import rank_models
+
+TABLE1_COLUMNS = ["task", "model", "params_m", "dataset", *METRICS, "rank", "seed", "preset", *COUNTS,
+                  *(f"{m}_pos" for m in METRICS), "model_key", "paper_params_m", "num_test_tiles"]
+PAPER_TABLE1 = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper_table1.csv"
+TASK_ORDER = {"ss": 0, "cd": 1}
+
+
+def collect_metrics(paths) -> pd.DataFrame:
+    """One row per metrics.json; a file that is not a run's metrics is named in the error."""
+    rows = []
+    for path in paths:
+        try:
+            row = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataFormatError(f"cannot read run metrics {path}: {err}") from err
+        missing = [c for c in ("task", "model", "dataset", "seed", *COUNTS) if c not in row]
+        if missing:
+            raise DataFormatError(f"{path} lacks {', '.join(missing)}: not a metrics.json of a run")
+        rows.append(row)
+    if not rows:
+        raise DataFormatError("no metrics.json given: nothing to tabulate")
+    return pd.DataFrame(rows)
+
+
+def seed_means(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each score over seeds: one row per (task, model, dataset)."""
+    keys = ["task", "model", "dataset"]
+    return table.groupby(keys, sort=False)[list(METRICS)].mean().reset_index()
+
+
+def build_table1(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The long Table I: scores recomputed from the counts, rank from the seed means."""
+    scores = metrics.apply(lambda r: pd.Series(scores_from_counts(*(r[c] for c in COUNTS))), axis=1)
+    table = metrics.drop(columns=[c for c in scores.columns if c in metrics.columns]).join(scores)
+    ranks = rank_models(seed_means(table))
+    table = table.merge(ranks[["task", "model", "rank"]], on=["task", "model"])
+    table = table.sort_values(["task", "rank", "model", "dataset", "seed"],
+                              key=lambda s: s.map(TASK_ORDER) if s.name == "task" else s, kind="mergesort")
+    return table[TABLE1_COLUMNS].reset_index(drop=True)
+
+
+def _cell(ours: float, paper: float | None) -> str:
+    if paper is None or pd.isna(paper):
+        return f"{ours:.2f}"
+    return f"{ours:.2f} ({paper:.2f}, {ours - paper:+.2f})"
+
+
+def table1_markdown(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> str:
+    """Table I in the paper's layout: per model, P/R/F1/IoU per data set.
+
+    Each cell reads ``ours (paper, ours − paper)``; scores are class means in percent.
+    """
+    means = seed_means(table).merge(table.groupby(["task", "model"])[["params_m", "rank"]].first().reset_index(),
+                                    on=["task", "model"])
+    paper_idx = paper.set_index(["task", "model", "dataset"]) if paper is not None else None
+    datasets = list(dict.fromkeys(table["dataset"]))
+    n_seeds = table.groupby(["task", "model", "dataset"]).size().max()
+    lines = [f"# Table I — preset `{table['preset'].iloc[0]}`", "",
+             "Scores are means over the two classes (the paper's convention), in percent, from one "
+             "confusion matrix over the whole test split"
+             + (f", averaged over {n_seeds} seeds" if n_seeds > 1 else "") + ". "
+             "Each cell: ours (paper, ours − paper). Params: ours / paper, in millions.", ""]
+    for task in sorted(means["task"].unique(), key=TASK_ORDER.get):
+        head = ["Model", "Params (M)"] + [f"{d} {m}" for d in datasets for m in ("P", "R", "F1", "IoU")] + ["Rank"]
+        lines += [f"## {'Semantic segmentation' if task == 'ss' else 'Change detection'}", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        block = means[means["task"] == task].sort_values("rank", kind="mergesort")
+        for model, rows in block.groupby("model", sort=False):
+            first = rows.iloc[0]
+            paper_params = _paper_value(paper_idx, task, model, None, "params_m")
+            cells = [model, f"{first['params_m']:.1f} / {paper_params:.1f}" if paper_params else f"{first['params_m']:.1f}"]
+            for dataset in datasets:
+                row = rows[rows["dataset"] == dataset]
+                for metric in METRICS:
+                    if row.empty:
+                        cells.append("–")
+                    else:
+                        cells.append(_cell(row[metric].iloc[0], _paper_value(paper_idx, task, model, dataset, metric)))
+            paper_rank = _paper_value(paper_idx, task, model, None, "rank")
+            cells.append(f"{int(first['rank'])}" + (f" ({int(paper_rank)})" if paper_rank else ""))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Ranks: ours among the models run here (paper's rank among all 16 of its Table I).")
+    return "\n".join(lines) + "\n"
+
+
+def _paper_value(paper_idx, task, model, dataset, column):
+    if paper_idx is None:
+        return None
+    try:
+        rows = paper_idx.loc[(task, model)]
+    except KeyError:
+        return None
+    if dataset is None:
+        return rows[column].iloc[0]
+    return rows[column].get(dataset)
+
+
+def write_table1(metric_paths, csv_path: Path, md_path: Path | None = None, paper_csv: Path = PAPER_TABLE1) -> pd.DataFrame:
+    """Build Table I from run metrics and write the CSV and its Markdown, atomically."""
+    table = build_table1(collect_metrics(metric_paths))
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    paper = pd.read_csv(paper_csv) if paper_csv and Path(paper_csv).is_file() else None
+    write_text(md_path or Path(csv_path).with_suffix(".md"), table1_markdown(table, paper))
+    return table

@@ -1,0 +1,1 @@
+"""One training/evaluation loop for Noise2Map and every baseline, and the pretraining stage."""

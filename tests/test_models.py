@@ -1,0 +1,69 @@
+"""Models: paper-size parameter counts, demo-size forward/backward, Noise2Map specifics."""
+
+import pytest
+import torch
+
+from baselines import MODELS, build_model, count_params, get_model_spec, models_for_task
+from noise2map.errors import UnknownNameError
+
+TABLE1_SS = {"noise2map-ss", "unet", "unetpp", "deeplabv3plus", "segformer", "upernet"}
+TABLE1_CD = {"noise2map-cd", "fc-siam-conc"}
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_paper_size_parameter_count_within_two_percent(key):
+    spec = MODELS[key]
+    params_m = count_params(key, "paper") / 1e6
+    assert abs(params_m / spec.expected_params_m - 1) <= 0.02, (key, params_m, spec.expected_params_m)
+
+
+def test_exact_counts_of_the_paper_builds():
+    # Measured builds (../shared/notes/baselines.md); the UNet of ddpm-church-256 is 113,673,219.
+    assert count_params("noise2map-cd") == 113_673_219 + (6 * 3 * 9 + 3) + (3 * 2 * 9 + 2)
+    assert count_params("noise2map-ss") == 113_673_219 + (3 * 3 * 9 + 3) + (3 * 2 * 9 + 2)
+    assert count_params("segformer") == 5_549_634
+    assert round(count_params("unet") / 1e6, 1) == 32.5
+    assert round(count_params("fc-siam-conc") / 1e6, 2) == 40.35
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_demo_size_forward_backward(key):
+    torch.manual_seed(0)
+    model = build_model(key, "demo")
+    images = [torch.rand(2, 3, 32, 32) * 2 - 1 for _ in range(1 if MODELS[key].task == "ss" else 2)]
+    logits = model(*images)
+    assert logits.shape == (2, 2, 32, 32)
+    logits.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("key", ["noise2map-cd", "fc-siam-conc", "unet"])
+def test_loss_decreases_on_a_fixed_batch(key):
+    torch.manual_seed(0)
+    model = build_model(key, "demo")
+    n_inputs = 1 if MODELS[key].task == "ss" else 2
+    images = [torch.rand(4, 3, 32, 32) * 2 - 1 for _ in range(n_inputs)]
+    target = (images[0][:, 0] > 0).long()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(*images), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_registry_holds_table1_and_misses_list_names():
+    assert TABLE1_SS <= set(models_for_task("ss"))
+    assert TABLE1_CD <= set(models_for_task("cd"))
+    assert get_model_spec("unetpp").name == "UNet++"
+    with pytest.raises(UnknownNameError, match="available: .*unet"):
+        get_model_spec("resnet")
+
+
+def test_noise2map_resamples_other_sizes_around_the_unet():
+    model = build_model("noise2map-ss", "demo")  # the demo UNet's sample size is 32
+    assert model(torch.zeros(1, 3, 48, 48)).shape == (1, 2, 48, 48)

@@ -1,0 +1,39 @@
+# Validated config, wildcard constraints and the run list. No rules here.
+import re
+
+from snakemake.utils import validate
+
+from baselines import MODELS
+from noise2map.config import validate_config
+from noise2map.data import RAW_DIR_OF
+
+validate(config, "../schemas/config.schema.yaml")
+validate_config(config, source="Snakemake config")
+
+RESULTS = config["results_dir"]
+DATA = config["data_dir"]
+RESOLVED_CONFIG = f"{RESULTS}/config.yaml"
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+wildcard_constraints:
+    task="ss|cd",
+    dataset="spacenet7|whu|xview2",
+    model=_alternatives(MODELS),
+    seed=r"\d+",
+    name=_alternatives(RAW_DIR_OF),
+    raw=_alternatives(set(RAW_DIR_OF.values())),
+
+
+def run_metrics():
+    """metrics.json of every (task, data set, model, seed) the preset runs."""
+    return [
+        f"{RESULTS}/runs/{task}/{dataset}/{model}/seed{seed}/metrics.json"
+        for task in config["tasks"]
+        for dataset in config["datasets"]
+        for model in config["models"][task]
+        for seed in config["seeds"]
+    ]

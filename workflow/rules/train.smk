@@ -1,0 +1,29 @@
+# One rule trains any registered model on one (task, data set, seed) and scores the test
+# split with its best-by-validation checkpoint.
+
+
+def pretrained_unet(wildcards):
+    return {"pretrained": rules.pretrain_unet.output.unet} if wildcards.model.startswith("noise2map") else {}
+
+
+rule train_model:
+    input:
+        unpack(pretrained_unet),
+        config=RESOLVED_CONFIG,
+        data=f"{DATA}/prepared/{{dataset}}-{{task}}/manifest.json",
+    output:
+        metrics=f"{RESULTS}/runs/{{task}}/{{dataset}}/{{model}}/seed{{seed}}/metrics.json",
+        counts=f"{RESULTS}/runs/{{task}}/{{dataset}}/{{model}}/seed{{seed}}/tile_counts.csv",
+    log:
+        f"logs/{config['preset']}/train_model/{{task}}_{{dataset}}_{{model}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{config['preset']}/train_model/{{task}}_{{dataset}}_{{model}}_seed{{seed}}.tsv"
+    params:
+        pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else "",
+    resources:
+        gpus=1,
+    message:
+        "Training {wildcards.model} for {wildcards.task} on {wildcards.dataset} (seed {wildcards.seed})"
+    shell:
+        "noise2map train --config {input.config} --task {wildcards.task} --dataset {wildcards.dataset}"
+        " --model {wildcards.model} --seed {wildcards.seed} {params.pretrained} > {log} 2>&1"
