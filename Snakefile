@@ -1,12 +1,14 @@
 # Noise2Map benchmark: data → pretrain → train → evaluate → tables.
 #   snakemake --cores all results/table1.csv                         (paper preset)
 #   snakemake --cores all --configfile workflow/config/demo.yaml results/demo/table1.csv
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "workflow/config/paper.yaml"
+configfile: os.path.join(workflow.basedir, "workflow", "config", "paper.yaml")
 
 
 include: "workflow/rules/common.smk"

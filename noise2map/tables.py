@@ -71,7 +71,7 @@ def table1_markdown(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> s
     """
     means = seed_means(table).merge(table.groupby(["task", "model"])[["params_m", "rank"]].first().reset_index(),
                                     on=["task", "model"])
-    paper_idx = paper.set_index(["task", "model", "dataset"]) if paper is not None else None
+    paper_idx = paper.set_index(["task", "model", "dataset"]).sort_index() if paper is not None else None
     datasets = list(dict.fromkeys(table["dataset"]))
     n_seeds = table.groupby(["task", "model", "dataset"]).size().max()
     lines = [f"# Table I — preset `{table['preset'].iloc[0]}`", "",

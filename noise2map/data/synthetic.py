@@ -25,6 +25,9 @@ L-shapes, distinct roof colours, a dark shadow edge to the lower right). Buildin
 are rasterised with the same centre-of-pixel rule the preparers use
 (:func:`rasterio.features.rasterize`), so image and label agree pixel for pixel.
 
+Each data set directory also gets a ``SYNTHETIC.json`` marker (seed, size); the generator
+only ever deletes/overwrites a directory that carries it, never real data.
+
 Everything is a pure function of ``seed`` (``numpy.random.default_rng``); the files written
 for a given seed and size are byte-identical across runs.
 
@@ -43,7 +46,7 @@ import numpy as np
 import rasterio
 from PIL import Image
 from rasterio.features import rasterize
-from rasterio.transform import from_origin
+from affine import Affine
 
 from ..errors import ConfigError
 from ..io import atomic_path, write_json, write_text
@@ -215,6 +218,11 @@ def _area(ring) -> float:
 
 # --------------------------------------------------------------------------------------------
 # writers
+
+
+def from_origin(west: float, north: float, xres: float, yres: float) -> Affine:
+    """North-up geotransform (rasterio's from_origin without its deprecated ``*``)."""
+    return Affine(xres, 0.0, west, 0.0, -yres, north)
 
 
 def _write_geotiff(path: Path, array_hwc: np.ndarray, crs: str, transform) -> None:
