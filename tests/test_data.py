@@ -234,8 +234,11 @@ def test_spacenet7_unknown_aoi(raw, tmp_path):
         tmp_path / "spacenet7" / "train" / SPACENET7_SPLIT["test"][0],
         tmp_path / "spacenet7" / "train" / "L15-9999E-9999N_0000_0000_13",
     )
-    with pytest.raises(DataFormatError, match="L15-9999E-9999N_0000_0000_13"):
-        prepare("spacenet7-ss", tmp_path, tmp_path / "out", T)
+    # The train tarball has an AOI more than the split lists: it is left out and named.
+    manifest = prepare("spacenet7-ss", tmp_path, tmp_path / "out", T)
+    assert manifest["outside_split"] == ["L15-9999E-9999N_0000_0000_13"]
+    ids = (tmp_path / "out" / "test" / "tiles.csv").read_text()
+    assert "L15-9999E" not in ids
 
 
 def test_whu_ss(prepared, raw, tmp_path):

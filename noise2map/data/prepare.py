@@ -33,10 +33,12 @@ import csv
 import io
 import json
 import re
+import logging
 import warnings
 from datetime import date
 from pathlib import Path
 from typing import Callable
+
 
 import numpy as np
 import rasterio
@@ -123,6 +125,7 @@ SPACENET7_MIN_GAP_DAYS = 5
 
 WHU_DIRNAME = "3. The cropped image tiles and raster labels"
 XVIEW2_DISASTER = "santa-rosa-wildfire"
+log = logging.getLogger(__name__)
 XVIEW2_DAMAGED = ("minor-damage", "major-damage", "destroyed")
 
 _README = "see the data section of README.md"
@@ -444,16 +447,14 @@ def _sn7_scan(raw_root: Path, sources: _Sources):
             f"no AOI folders in {train}. Expected layout: {_LAYOUTS['spacenet7']} ({_README})."
         )
     split_of = {a: s for s, lst in SPACENET7_SPLIT.items() for a in lst}
-    unknown = [a for a in aois if a not in split_of and a not in SPACENET7_EXCLUDED_AOIS]
-    if unknown:
-        raise DataFormatError(
-            f"SpaceNet7 AOI folder(s) in {train} are in none of the Hafner train/val/test lists: "
-            f"{', '.join(unknown)}. Remove them, or, if the split deliberately excludes them, add "
-            "them to noise2map.data.prepare.SPACENET7_EXCLUDED_AOIS."
-        )
+    # The train tarball has 60 AOIs, the split lists 59: an AOI in no list is not used, and
+    # the manifest names it (outside_split) so the difference is visible, not silent.
+    outside = [a for a in aois if a not in split_of]
+    if outside:
+        log.warning("SpaceNet7 AOIs in none of the Hafner lists, not used: %s", ", ".join(outside))
     by_split: dict[str, list] = {s: [] for s in SPACENET7_SPLIT}
     for aoi in aois:
-        if aoi in SPACENET7_EXCLUDED_AOIS:
+        if aoi in SPACENET7_EXCLUDED_AOIS or aoi not in split_of:
             continue
         img_dir = _need_dir(train / aoi / "images_masked", "spacenet7", f"AOI {aoi} images_masked")
         months = []
@@ -477,7 +478,7 @@ def _sn7_scan(raw_root: Path, sources: _Sources):
             )
         months.sort(key=lambda x: x[0])
         by_split[split_of[aoi]].append((aoi, months))
-    return by_split
+    return by_split, outside
 
 
 def _sn7_mosaic(path: Path, sources: _Sources) -> np.ndarray:
@@ -537,7 +538,7 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int) -> dict:
     task = TASK_OF[name]
     t = tile_size
     sources = _Sources(raw_root)
-    by_split = _sn7_scan(Path(raw_root), sources)
+    by_split, outside = _sn7_scan(Path(raw_root), sources)
     out_dir = _start(out_dir)
     splits = {s: _Split(task, t) for s in SPACENET7_SPLIT}
     unlabelled, too_close, aois_found = [], [], {}
@@ -595,7 +596,7 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int) -> dict:
                     cache.pop(k, None)
     rules = [
         "AOI split of Hafner et al. 2023 (SPACENET7_SPLIT: 30 train / 15 val / 14 test AOIs); "
-        "an AOI folder in no list is an error.",
+        "AOI folders in no list are not used (manifest: outside_split).",
         "Images: train/<aoi>/images_masked/*.tif, alpha band dropped (RGB kept).",
         "Labels: labels_match_pix/<image>_Buildings.geojson polygons (pixel coordinates) "
         "rasterised at the mosaic size (pixel centre inside polygon = building).",
@@ -612,7 +613,7 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int) -> dict:
         )
     return _finish(
         name, out_dir, t, splits, rules, sources,
-        aois=aois_found, unlabelled_months=sorted(unlabelled),
+        aois=aois_found, outside_split=outside, unlabelled_months=sorted(unlabelled),
         **({"dropped_too_close": too_close} if task == "cd" else {}),
     )
 
@@ -622,8 +623,8 @@ def prepare_spacenet7_ss(raw_root, out_dir, tile_size, seed=0, num_images=None) 
 
     Rules:
     - Split: the Hafner et al. 2023 AOI lists in :data:`SPACENET7_SPLIT`; an AOI folder under
-      ``spacenet7/train`` that is in no list (and not in :data:`SPACENET7_EXCLUDED_AOIS`) is a
-      DataFormatError naming it. Listed AOIs that are absent are simply not used.
+      ``spacenet7/train`` that is in no list is not used and is named in the manifest's
+      ``outside_split`` (the tarball has 60 AOIs, the split 59). Listed AOIs that are absent are simply not used.
     - Image: ``images_masked/global_monthly_<YYYY>_<MM>_mosaic_<aoi>.tif``, 4-band uint8,
       alpha band dropped.
     - Label: the ``labels_match_pix/<image stem>_Buildings.geojson`` polygons (pixel

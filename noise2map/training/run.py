@@ -10,7 +10,7 @@ resolved config of the run), ``checkpoints/{best,last}.ckpt``, ``train_log/metri
 from __future__ import annotations
 
 import logging
-import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -68,9 +68,11 @@ def _trainer(config: dict, run: Path, max_epochs: int, callbacks=(), **kwargs):
         deterministic="warn", enable_model_summary=False, log_every_n_steps=1, **kwargs)
 
 
-def write_run_config(config: dict, run: Path, **run_fields) -> None:
+def write_run_config(config: dict, run: Path, **run_fields) -> dict:
+    """The run's resolved config: the preset plus what this run is, version and commit."""
     resolved = {**config, "run": {**run_fields, "noise2map_version": __version__, "git_commit": _git_commit()}}
     write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    return resolved
 
 
 def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, run: Path,
@@ -85,8 +87,10 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     validate_config(config)
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
-    write_run_config(config, run, task=task, dataset=dataset, model=model_key, seed=seed,
-                     pretrained_unet=str(pretrained_unet) if pretrained_unet else None)
+    fields = {"task": task, "dataset": dataset, "model": model_key, "seed": seed,
+              "pretrained_unet": str(pretrained_unet) if pretrained_unet else None}
+    _discard_stale_checkpoints(run, config, fields)
+    config = write_run_config(config, run, **fields)
     L.seed_everything(seed, workers=True)
     settings = task_settings(config, dataset, task)
     store = prepared_dir(config, dataset, task)
@@ -112,6 +116,19 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     return evaluate_run(run, best, config=config)
 
 
+def _discard_stale_checkpoints(run: Path, config: dict, fields: dict) -> None:
+    """Resume only a run of the same config: a changed config starts from scratch."""
+    old_path, ckpts = run / "config.yaml", run / "checkpoints"
+    if not ckpts.exists():
+        return
+    old = yaml.safe_load(old_path.read_text()) if old_path.is_file() else None
+    old_fields = {k: v for k, v in (old or {}).get("run", {}).items() if k in fields}
+    same = old is not None and old_fields == fields and {k: v for k, v in old.items() if k != "run"} == config
+    if not same:
+        log.warning("%s holds checkpoints of another config; starting afresh", ckpts)
+        shutil.rmtree(ckpts)
+
+
 def _load_state(path: Path) -> dict:
     if not Path(path).is_file():
         raise CheckpointError(f"pretrained UNet {path} does not exist; run the pretraining target first "
@@ -127,7 +144,7 @@ def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None 
     run = Path(run)
     if config is None:
         config = yaml.safe_load((run / "config.yaml").read_text())
-    fields = config["run"] if "run" in config else {}
+    fields = config.get("run", {})
     checkpoint = Path(checkpoint or run / "checkpoints" / "best.ckpt")
     if not checkpoint.is_file():
         raise CheckpointError(f"{checkpoint} does not exist: train the run first (noise2map train ...)")
