@@ -2,7 +2,7 @@
 
     noise2map models [--format csv]           registered models and their parameter counts
     noise2map synthesize DATASET --raw DIR     synthetic raw data in the real layout (demo)
-    noise2map acquire DATASET --config CFG     check a raw data set is in place, or say how
+    noise2map acquire DATASET --raw DIR        check a raw data set is in place, or say how
     noise2map prepare NAME --config CFG        raw layout → tile store
     noise2map pretrain --config CFG --output-dir DIR
     noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT]
@@ -43,17 +43,31 @@ def cmd_models(args) -> None:
         print(table.drop(columns="build").to_string(index=False))
 
 
+def _write_marker(marker: str | None, root: Path, source: str) -> None:
+    """The raw data set's stand-in for the workflow: where it is and what it holds."""
+    if not marker:
+        return
+    from noise2map.io import write_json
+
+    files = [p for p in root.rglob("*") if p.is_file()]
+    write_json(marker, {"raw_dir": str(root), "source": source, "files": len(files),
+                        "bytes": sum(p.stat().st_size for p in files)})
+
+
 def cmd_synthesize(args) -> None:
     from noise2map.data import generate
 
-    print(generate(args.dataset, Path(args.raw), seed=args.seed))
+    root = generate(args.dataset, Path(args.raw), seed=args.seed)
+    _write_marker(args.marker, root, f"synthetic (seed {args.seed})")
+    print(root)
 
 
 def cmd_acquire(args) -> None:
     from noise2map.data.acquire import check_raw
 
-    config = _config(args.config)
-    print(check_raw(args.dataset, Path(config["data_dir"]) / "raw"))
+    root = check_raw(args.dataset, Path(args.raw))
+    _write_marker(args.marker, root, "user-supplied")
+    print(f"{args.dataset}: found in {root}")
 
 
 def cmd_prepare(args) -> None:
@@ -133,11 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--raw", required=True, help="parent folder of the raw data sets")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--marker", help="write a JSON marker here once done (for the workflow)")
     p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser("acquire", help="check that a raw data set is in place, or say how to get it")
     p.add_argument("dataset")
-    p.add_argument("--config", required=True)
+    p.add_argument("--raw", required=True, help="parent folder of the raw data sets")
+    p.add_argument("--marker", help="write a JSON marker here once found (for the workflow)")
     p.set_defaults(func=cmd_acquire)
 
     p = sub.add_parser("prepare", help="turn a raw data set into its tile store")

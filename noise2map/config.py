@@ -133,3 +133,27 @@ def _plain(obj):
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+# What each stage's output depends on. The workflow passes these as rule params, so a change
+# reruns exactly the jobs it affects (adding a model to a preset retrains nothing else).
+def prepare_settings(config: dict, name: str) -> dict:
+    settings = {"tile_size": config["tile_size"], "seed": config["seeds"][0], "raw_source": config["raw_source"]}
+    if name == config["pretrain"]["dataset"]:
+        settings["num_images"] = config["pretrain"]["num_images"]
+    return settings
+
+
+def pretrain_settings(config: dict) -> dict:
+    return {"pretrain": config["pretrain"], "model_size": config["model_size"], "seed": config["seeds"][0],
+            "unet": config["noise2map"].get("unet"), "tile_size": config["tile_size"]}
+
+
+def run_settings(config: dict, task: str, dataset: str, model: str) -> dict:
+    training = {k: v for k, v in config["training"].items() if k not in ("datasets", "validation_split")}
+    settings = {"tile_size": config["tile_size"], "model_size": config["model_size"], "training": training,
+                "task_settings": task_settings(config, dataset, task),
+                "validation_split": config["training"]["validation_split"].get(dataset)}
+    if model.startswith("noise2map"):
+        settings["noise2map"] = config["noise2map"]
+    return settings

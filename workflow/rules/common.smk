@@ -4,7 +4,7 @@ import re
 from snakemake.utils import validate
 
 from baselines import MODELS
-from noise2map.config import validate_config
+from noise2map.config import prepare_settings, pretrain_settings, run_settings, validate_config
 from noise2map.data import RAW_DIR_OF
 
 validate(config, "../schemas/config.schema.yaml")
@@ -12,6 +12,9 @@ validate_config(config, source="Snakemake config")
 
 RESULTS = config["results_dir"]
 DATA = config["data_dir"]
+# Every CLI call reads the merged preset from here. Rules take it as ancient(): what a job
+# depends on is in its params (see noise2map.config.*_settings), so editing one part of a
+# preset reruns only the jobs that part affects.
 RESOLVED_CONFIG = f"{RESULTS}/config.yaml"
 
 

@@ -14,43 +14,45 @@ rule resolve_config:
         write_resolved_config(params.config, output[0])
 
 
+# The raw folder itself is never a declared output: Snakemake deletes the outputs of a job
+# before rerunning it, and raw data must survive any rerun. A marker beside it stands in.
 if config["raw_source"] == "synthetic":
 
     rule synthesize_raw:
         output:
-            directory(f"{DATA}/raw/{{raw}}"),
+            f"{DATA}/raw/{{raw}}.ready.json",
         log:
             f"logs/{config['preset']}/synthesize_raw/{{raw}}.log",
         message:
             "Generating synthetic {wildcards.raw} in its real raw layout"
         shell:
-            "noise2map synthesize {wildcards.raw} --raw {DATA}/raw --seed 0 > {log} 2>&1"
+            "noise2map synthesize {wildcards.raw} --raw {DATA}/raw --seed 0 --marker {output} > {log} 2>&1"
 
 else:
 
     rule acquire_raw:
-        input:
-            RESOLVED_CONFIG,
         output:
-            directory(f"{DATA}/raw/{{raw}}"),
+            f"{DATA}/raw/{{raw}}.ready.json",
         log:
             f"logs/{config['preset']}/acquire_raw/{{raw}}.log",
         message:
             "Checking that raw {wildcards.raw} is in place"
         shell:
-            "noise2map acquire {wildcards.raw} --config {input} 2>&1 | tee {log}"
+            "noise2map acquire {wildcards.raw} --raw {DATA}/raw --marker {output} 2>&1 | tee {log}"
 
 
 rule prepare_dataset:
     input:
-        config=RESOLVED_CONFIG,
-        raw=lambda wc: f"{DATA}/raw/{RAW_DIR_OF[wc.name]}",
+        config=ancient(RESOLVED_CONFIG),
+        raw=lambda wc: f"{DATA}/raw/{RAW_DIR_OF[wc.name]}.ready.json",
     output:
         f"{DATA}/prepared/{{name}}/manifest.json",
     log:
         f"logs/{config['preset']}/prepare_dataset/{{name}}.log",
     benchmark:
         f"benchmarks/{config['preset']}/prepare_dataset/{{name}}.tsv"
+    params:
+        settings=lambda wc: prepare_settings(config, wc.name),
     message:
         "Preparing {wildcards.name} tiles"
     shell:

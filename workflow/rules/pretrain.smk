@@ -3,7 +3,7 @@
 
 rule pretrain_unet:
     input:
-        config=RESOLVED_CONFIG,
+        config=ancient(RESOLVED_CONFIG),
         data=f"{DATA}/prepared/{config['pretrain']['dataset']}/manifest.json",
     output:
         unet=f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/unet.pt",
@@ -11,6 +11,8 @@ rule pretrain_unet:
         f"logs/{config['preset']}/pretrain_unet.log",
     benchmark:
         f"benchmarks/{config['preset']}/pretrain_unet.tsv"
+    params:
+        settings=pretrain_settings(config),
     resources:
         gpus=1,
     message:

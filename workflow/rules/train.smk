@@ -9,7 +9,7 @@ def pretrained_unet(wildcards):
 rule train_model:
     input:
         unpack(pretrained_unet),
-        config=RESOLVED_CONFIG,
+        config=ancient(RESOLVED_CONFIG),
         data=f"{DATA}/prepared/{{dataset}}-{{task}}/manifest.json",
     output:
         metrics=f"{RESULTS}/runs/{{task}}/{{dataset}}/{{model}}/seed{{seed}}/metrics.json",
@@ -19,6 +19,7 @@ rule train_model:
     benchmark:
         f"benchmarks/{config['preset']}/train_model/{{task}}_{{dataset}}_{{model}}_seed{{seed}}.tsv"
     params:
+        settings=lambda wc: run_settings(config, wc.task, wc.dataset, wc.model),
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else "",
     resources:
         gpus=1,
