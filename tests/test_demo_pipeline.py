@@ -25,11 +25,16 @@ def demo_run(tmp_path_factory):
         "datasets": ["whu"],
         "models": {"ss": ["noise2map-ss", "unet"], "cd": ["noise2map-cd", "fc-siam-conc"]},
     }))
-    args = SNAKEMAKE + ["--directory", str(work), "--configfile", str(ROOT / "workflow/config/demo.yaml"),
-                        str(override)]
-    done = subprocess.run(args + ["results/demo/table1.csv"], capture_output=True, text=True, timeout=900)
+    # --configfile takes several files: targets and flags go before it.
+    configs = ["--configfile", str(ROOT / "workflow/config/demo.yaml"), str(override)]
+
+    def snakemake(*args):
+        cmd = SNAKEMAKE + ["--directory", str(work), *args, *configs]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+    done = snakemake("results/demo/table1.csv")
     assert done.returncode == 0, done.stderr[-4000:]
-    return work, args
+    return work, snakemake
 
 
 @pytest.mark.slow
@@ -68,7 +73,7 @@ def test_noise2map_started_from_the_pretrained_unet(demo_run):
 
 @pytest.mark.slow
 def test_rerun_has_nothing_to_do(demo_run):
-    _, args = demo_run
-    dry = subprocess.run(args + ["-n", "results/demo/table1.csv"], capture_output=True, text=True, timeout=300)
+    _, snakemake = demo_run
+    dry = snakemake("-n", "results/demo/table1.csv")
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert "Nothing to be done" in dry.stdout + dry.stderr

@@ -107,13 +107,18 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
         module.model.load_pretrained_unet(_load_state(pretrained_unet))
 
     ckpt_dir = run / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
-                                 save_last=True, enable_version_counter=False)
-    trainer = _trainer(config, run, settings["max_epochs"], [checkpoint])
+    # best.ckpt: weights of the best-by-validation epoch (all evaluation needs); last.ckpt:
+    # full state for resuming a killed run, dropped once the run has finished.
+    best_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
+                                save_weights_only=True, enable_version_counter=False)
+    last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False)
+    trainer = _trainer(config, run, settings["max_epochs"], [best_ckpt, last_ckpt])
     last = ckpt_dir / "last.ckpt"
     trainer.fit(module, train_loader, val_loader, ckpt_path=last if last.exists() else None)
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckpt_dir / "best.ckpt"
-    return evaluate_run(run, best, config=config)
+    best = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else ckpt_dir / "best.ckpt"
+    metrics = evaluate_run(run, best, config=config)
+    last.unlink(missing_ok=True)
+    return metrics
 
 
 def _discard_stale_checkpoints(run: Path, config: dict, fields: dict) -> None:
