@@ -13,6 +13,7 @@ configfile: os.path.join(workflow.basedir, "workflow", "config", "paper.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/tables.smk"

@@ -29,6 +29,8 @@ class ModelSpec:
         reference_params_m: the count a faithful build has where no build gives the paper's
             figure (the ±2 % check is against this); None means the paper's figure.
         build_note: how the paper-size model is built, shown by ``noise2map models``.
+        weights: cache names of the pretrained checkpoints the paper-size model starts from
+            (noise2map.weights.CHECKPOINTS); loaded into the submodule ``weights_into``.
     """
 
     key: str
@@ -38,6 +40,8 @@ class ModelSpec:
     build: Callable[..., nn.Module] = field(repr=False)
     reference_params_m: float | None = None
     build_note: str = ""
+    weights: tuple[str, ...] = ()
+    weights_into: str = "encoder"
 
     @property
     def expected_params_m(self) -> float:

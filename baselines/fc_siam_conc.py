@@ -54,5 +54,6 @@ def build(size: str, num_classes: int = 2, **options) -> FCSiamConc:
 
 SPECS = [
     ModelSpec("fc-siam-conc", "FCSiamConc", "cd", 43.7, build, reference_params_m=40.35,
-              build_note="shared ResNet-50 encoder, U-Net decoder with concatenated skips (40.35M; no build gives 43.7M)"),
+              build_note="shared ResNet-50 encoder, U-Net decoder with concatenated skips (40.35M; no build gives 43.7M)",
+              weights=("resnet50.imagenet.safetensors",)),
 ]

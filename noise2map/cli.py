@@ -8,6 +8,7 @@
     noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT]
     noise2map evaluate RUN_DIR                 re-score a run's best checkpoint on test
     noise2map tables table1 --output CSV METRICS.json ...
+    noise2map weights fetch [NAME ...] --cache DIR   pretrained checkpoints into the cache
     noise2map rank CSV [--output OUT.csv]
 """
 
@@ -114,6 +115,22 @@ def cmd_tables(args) -> None:
     print(f"Table I: {len(table)} rows → {args.output}")
 
 
+def cmd_weights(args) -> None:
+    from noise2map import weights
+
+    if args.action == "list":
+        lock = weights.read_lock(Path(args.cache))
+        for name, ckpt in weights.CHECKPOINTS.items():
+            state = "fetched" if name in lock and (Path(args.cache) / name).is_file() else "missing"
+            print(f"{state:8} {name:48} {ckpt.description}")
+        return
+    names = args.names or list(weights.CHECKPOINTS)
+    kwargs = {"base_url": args.base_url} if args.base_url else {}
+    lock = weights.fetch(names, Path(args.cache), **kwargs)
+    for name in names:
+        print(f"{name}: {lock[name]['sha256']} ({lock[name]['bytes']} bytes)")
+
+
 def cmd_rank(args) -> None:
     import pandas as pd
 
@@ -185,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="CSV path; the Markdown goes beside it")
     p.add_argument("metrics", nargs="+", help="metrics.json of the runs")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("weights", help="fetch or list the pretrained checkpoints of the weight cache")
+    p.add_argument("action", choices=["fetch", "list"])
+    p.add_argument("names", nargs="*", help="checkpoint names (default: all)")
+    p.add_argument("--cache", default="weights", help="the weight cache directory")
+    p.add_argument("--base-url", help="a mirror of the hub (default https://huggingface.co)")
+    p.set_defaults(func=cmd_weights)
 
     p = sub.add_parser("rank", help="the paper's rank from a table with task, model, dataset, f1, iou")
     p.add_argument("csv")

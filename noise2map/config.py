@@ -64,6 +64,8 @@ def _check_registries(config: dict, source: str) -> None:
         for key in ("val_timestep", "test_timestep"):
             if config[section][key] >= t_max:
                 raise ConfigError(f"{source}: {section}.{key} = {config[section][key]} must be < T = {t_max}")
+    if config["weights"] == "pretrained" and config["model_size"] == "demo":
+        raise ConfigError(f"{source}: demo-size models have no pretrained checkpoints; set `weights: none`")
     missing = [f"{d}" for d in config["datasets"] if d not in config["training"]["datasets"]]
     if missing:
         raise ConfigError(f"{source}: training.datasets has no settings for {', '.join(missing)}")
@@ -146,14 +148,32 @@ def prepare_settings(config: dict, name: str) -> dict:
 
 def pretrain_settings(config: dict) -> dict:
     return {"pretrain": config["pretrain"], "model_size": config["model_size"], "seed": config["seeds"][0],
-            "unet": config["noise2map"].get("unet"), "tile_size": config["tile_size"]}
+            "unet": config["noise2map"].get("unet"), "tile_size": config["tile_size"],
+            "init": pretrain_init_names(config)}
 
 
 def run_settings(config: dict, task: str, dataset: str, model: str) -> dict:
     training = {k: v for k, v in config["training"].items() if k not in ("datasets", "validation_split")}
     settings = {"tile_size": config["tile_size"], "model_size": config["model_size"], "training": training,
                 "task_settings": task_settings(config, dataset, task),
-                "validation_split": config["training"]["validation_split"].get(dataset)}
+                "validation_split": config["training"]["validation_split"].get(dataset),
+                "weights": model_weight_names(config, model)}
     if model.startswith("noise2map"):
         settings["noise2map"] = config["noise2map"]
     return settings
+
+
+def model_weight_names(config: dict, model_key: str) -> list[str]:
+    """Cache names of the pretrained checkpoints a run of ``model_key`` starts from."""
+    from baselines import get_model_spec
+
+    return list(get_model_spec(model_key).weights) if config["weights"] == "pretrained" else []
+
+
+def pretrain_init_names(config: dict) -> list[str]:
+    """Cache names of the UNet the pretraining starts from (google/ddpm-church-256)."""
+    from noise2map.weights import DDPM_CHURCH
+
+    if config["weights"] != "pretrained" or config["pretrain"].get("init", "none") == "none":
+        return []
+    return list(DDPM_CHURCH)

@@ -19,7 +19,8 @@ import torch
 import yaml
 
 from noise2map import __version__
-from noise2map.config import DATASET_NAMES, prepared_dir, task_settings, validate_config
+from noise2map.config import (DATASET_NAMES, model_weight_names, prepared_dir, pretrain_init_names, task_settings,
+                              validate_config)
 from noise2map.errors import CheckpointError
 from noise2map.io import atomic_path, write_json, write_text
 from noise2map.metrics import COUNTS, scores_from_counts
@@ -105,6 +106,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
         config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"])
     if pretrained_unet is not None and module.timestep_conditioned:
         module.model.load_pretrained_unet(_load_state(pretrained_unet))
+    _load_pretrained_encoder(config, model_key, module.model)
 
     ckpt_dir = run / "checkpoints"
     # best.ckpt: weights of the best-by-validation epoch (all evaluation needs); last.ckpt:
@@ -132,6 +134,20 @@ def _discard_stale_checkpoints(run: Path, config: dict, fields: dict) -> None:
     if not same:
         log.warning("%s holds checkpoints of another config; starting afresh", ckpts)
         shutil.rmtree(ckpts)
+
+
+def _load_pretrained_encoder(config: dict, model_key: str, model) -> None:
+    """The ImageNet/DINO checkpoints the baseline's official setup starts from."""
+    from baselines import get_model_spec
+    from noise2map.weights import load_into, resolve
+
+    spec = get_model_spec(model_key)
+    if config["weights"] == "none" and spec.weights:
+        log.warning("%s starts from random initialisation (weights: none)", spec.name)
+    for name in model_weight_names(config, model_key):
+        path = resolve(name, config["weights_dir"])
+        load_into(getattr(model, spec.weights_into), path)
+        log.info("%s: %s loaded from %s", spec.name, spec.weights_into, path)
 
 
 def _load_state(path: Path) -> dict:
@@ -210,8 +226,11 @@ def pretrain_run(config: dict, out_dir: Path) -> Path:
     loader = _loader(TileDataset(prepared_dir(config, pre["dataset"], "pretrain"), "train"), pre["batch_size"],
                      config["training"]["num_workers"], True, config["seeds"][0])
     unet = unet_config(config["model_size"], config["noise2map"].get("unet"))
+    from noise2map.weights import resolve
+
+    init = [resolve(name, config["weights_dir"]) for name in pretrain_init_names(config)]
     module = DenoisingPretraining(unet, pre["scheduler"], pre["lr"], pre["weight_decay"], pre["warmup_steps"],
-                                  pre.get("init_from"))
+                                  str(init[0].parent) if init else None)
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 

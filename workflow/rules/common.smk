@@ -4,7 +4,15 @@ import re
 from snakemake.utils import validate
 
 from baselines import MODELS
-from noise2map.config import prepare_settings, pretrain_settings, run_settings, validate_config
+from noise2map.config import (
+    model_weight_names,
+    prepare_settings,
+    pretrain_init_names,
+    pretrain_settings,
+    run_settings,
+    validate_config,
+)
+from noise2map.weights import CHECKPOINTS
 from noise2map.data import RAW_DIR_OF
 
 validate(config, "../schemas/config.schema.yaml")
@@ -12,6 +20,7 @@ validate_config(config, source="Snakemake config")
 
 RESULTS = config["results_dir"]
 DATA = config["data_dir"]
+WEIGHTS = config["weights_dir"]
 # Every CLI call reads the merged preset from here. Rules take it as ancient(): what a job
 # depends on is in its params (see noise2map.config.*_settings), so editing one part of a
 # preset reruns only the jobs that part affects.
@@ -29,6 +38,7 @@ wildcard_constraints:
     seed=r"\d+",
     name=_alternatives(RAW_DIR_OF),
     raw=_alternatives(set(RAW_DIR_OF.values())),
+    checkpoint=_alternatives(CHECKPOINTS),
 
 
 def run_metrics():

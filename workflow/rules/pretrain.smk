@@ -5,6 +5,7 @@ rule pretrain_unet:
     input:
         config=ancient(RESOLVED_CONFIG),
         data=f"{DATA}/prepared/{config['pretrain']['dataset']}/manifest.json",
+        init=[f"{WEIGHTS}/{name}" for name in pretrain_init_names(config)],
     output:
         unet=f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/unet.pt",
     log:

@@ -2,13 +2,17 @@
 # split with its best-by-validation checkpoint.
 
 
-def pretrained_unet(wildcards):
-    return {"pretrained": rules.pretrain_unet.output.unet} if wildcards.model.startswith("noise2map") else {}
+def pretrained_inputs(wildcards):
+    """The pretrained UNet (Noise2Map) and the cached encoder checkpoints (baselines)."""
+    inputs = {"weights": [f"{WEIGHTS}/{name}" for name in model_weight_names(config, wildcards.model)]}
+    if wildcards.model.startswith("noise2map"):
+        inputs["pretrained"] = rules.pretrain_unet.output.unet
+    return inputs
 
 
 rule train_model:
     input:
-        unpack(pretrained_unet),
+        unpack(pretrained_inputs),
         config=ancient(RESOLVED_CONFIG),
         data=f"{DATA}/prepared/{{dataset}}-{{task}}/manifest.json",
     output:

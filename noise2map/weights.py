@@ -1,0 +1,162 @@
+"""Pretrained checkpoints: one cache directory, fetched once, read offline.
+
+Every checkpoint the paper's setup starts from is listed here with its source (pinned
+revision where the hub has one). ``noise2map weights fetch`` downloads them into the cache
+(resumable, verified) and records each file's source and SHA-256 in ``weights.lock.json``.
+Training reads only from the cache: a missing checkpoint stops the run with the command that
+fetches it, and a file that no longer matches its recorded SHA-256 is refused. ``weights:
+none`` in a config trains from scratch on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from noise2map.download import download, file_digest
+from noise2map.errors import CheckpointError, ChecksumError, UnknownNameError
+from noise2map.io import write_json
+
+log = logging.getLogger(__name__)
+LOCK = "weights.lock.json"
+HUB = "https://huggingface.co"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One pretrained checkpoint.
+
+    Attributes:
+        name: registry name, also the file's path inside the cache.
+        path: repository path (``owner/repo/resolve/<revision>/<file>``) under the hub URL.
+        description: what it is and which paper setting uses it.
+        sha256: pinned digest where known; otherwise the digest recorded at the first fetch
+            (trust on first use) is what later reads are checked against.
+    """
+
+    name: str
+    path: str
+    description: str
+    sha256: str | None = None
+
+    def url(self, base_url: str = HUB) -> str:
+        return f"{base_url.rstrip('/')}/{self.path}"
+
+
+CHECKPOINTS = {c.name: c for c in [
+    Checkpoint("resnet50.imagenet.safetensors",
+               "smp-hub/resnet50.imagenet/resolve/00cb74e366966d59cd9a35af57e618af9f88efe9/model.safetensors",
+               "ImageNet ResNet-50 encoder of the SMP baselines and FC-Siam-conc (smp's pinned revision)"),
+    Checkpoint("mit_b0.imagenet.safetensors",
+               "smp-hub/mit_b0.imagenet/resolve/9ce53d104d92d75aabb00aae70677aaab67e7c84/model.safetensors",
+               "ImageNet MiT-B0 encoder of SegFormer (smp's pinned revision)"),
+    Checkpoint("vit_base_patch16_224.dino.safetensors",
+               "timm/vit_base_patch16_224.dino/resolve/main/model.safetensors",
+               "DINO ViT-B/16 backbone of DPT"),
+    Checkpoint("resnet18.fb_swsl_ig1b_ft_in1k.safetensors",
+               "timm/resnet18.fb_swsl_ig1b_ft_in1k/resolve/main/model.safetensors",
+               "semi-weakly supervised ResNet-18, the main branch of RS3Mamba"),
+    # A diffusers folder (config + weights): from_pretrained converts its legacy attention keys.
+    Checkpoint("ddpm-church-256/config.json", "google/ddpm-church-256/resolve/main/config.json",
+               "google/ddpm-church-256 UNet config"),
+    Checkpoint("ddpm-church-256/diffusion_pytorch_model.bin",
+               "google/ddpm-church-256/resolve/main/diffusion_pytorch_model.bin",
+               "google/ddpm-church-256 UNet: the initialisation of Noise2Map's AID pretraining"),
+]}
+DDPM_CHURCH = ("ddpm-church-256/config.json", "ddpm-church-256/diffusion_pytorch_model.bin")
+
+
+def get_checkpoint(name: str) -> Checkpoint:
+    try:
+        return CHECKPOINTS[name]
+    except KeyError:
+        raise UnknownNameError("checkpoint", name, CHECKPOINTS) from None
+
+
+def read_lock(cache: Path) -> dict:
+    path = Path(cache) / LOCK
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def fetch(names, cache: str | Path, base_url: str = HUB, quiet: bool = False) -> dict:
+    """Download the named checkpoints into ``cache`` (skipping verified ones); update the lock."""
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    lock = read_lock(cache)
+    for name in names:
+        ckpt = get_checkpoint(name)
+        target = cache / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and _recorded_digest(ckpt, lock) == file_digest(target):
+            log.info("%s: already in %s", name, cache)
+            continue
+        target.unlink(missing_ok=True)
+        digest = download(ckpt.url(base_url), target, sha256=ckpt.sha256 or _recorded_digest(ckpt, lock),
+                          quiet=quiet)
+        lock[name] = {"url": ckpt.url(base_url), "sha256": digest, "bytes": target.stat().st_size,
+                      "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_json(cache / LOCK, lock)  # after each file, so an interrupted fetch keeps its records
+    return lock
+
+
+def _recorded_digest(ckpt: Checkpoint, lock: dict) -> str | None:
+    return ckpt.sha256 or lock.get(ckpt.name, {}).get("sha256")
+
+
+def resolve(name: str, cache: str | Path) -> Path:
+    """The verified cache path of a checkpoint; never downloads (runs are offline by design)."""
+    ckpt, cache = get_checkpoint(name), Path(cache)
+    path = cache / name
+    fetch_cmd = f"noise2map weights fetch {name} --cache {cache}"
+    if not path.is_file():
+        raise CheckpointError(f"pretrained checkpoint {path} is missing ({ckpt.description}); "
+                              f"fetch it with `{fetch_cmd}`, or set `weights: none` to train from scratch")
+    expected = _recorded_digest(ckpt, read_lock(cache))
+    if expected is None:
+        raise CheckpointError(f"{path} has no recorded SHA-256 in {cache / LOCK}; fetch it with `{fetch_cmd}`")
+    got = file_digest(path)
+    if got != expected:
+        raise ChecksumError(f"{path} does not match its recorded SHA-256 ({got}, expected {expected}); "
+                            f"delete it and run `{fetch_cmd}`")
+    return path
+
+
+def load_into(module, path: str | Path) -> None:
+    """Load a safetensors/torch state dict into ``module`` (or the timm model it wraps).
+
+    A checkpoint that fits neither is an error naming the file and the first mismatching keys.
+    """
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    errors = []
+    for target in (module, getattr(module, "model", None)):
+        if target is None:
+            continue
+        missing, unexpected = _key_mismatch(target, state)
+        if not missing:
+            # Only the keys the model has (a classifier head is dropped); no strict= kwarg, as
+            # smp's encoders override load_state_dict without it.
+            target.load_state_dict({k: v for k, v in state.items() if k not in unexpected})
+            if unexpected:
+                log.info("%s: ignored %d keys the model does not use (e.g. %s)", path.name, len(unexpected),
+                         unexpected[0])
+            return
+        errors.append(f"{type(target).__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    raise CheckpointError(f"{path} does not fit the model: " + " | ".join(errors))
+
+
+def _key_mismatch(module, state: dict) -> tuple[list[str], list[str]]:
+    own = module.state_dict()
+    missing = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    unexpected = [k for k in state if k not in own]
+    return missing, unexpected

@@ -1,0 +1,67 @@
+"""Shared fixtures: a loopback HTTP server for the download code (never the internet)."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+
+class FileServer:
+    """Serves ``files[path] = bytes`` on 127.0.0.1 with Range support.
+
+    ``cut[path] = n`` makes the next GET of ``path`` announce the full length but close the
+    connection after ``n`` bytes (a dropped connection), once.
+    """
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.cut: dict[str, int] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = self.path.lstrip("/")
+                server.requests.append((path, self.headers.get("Range")))
+                if path not in server.files:
+                    self.send_error(404)
+                    return
+                body, start = server.files[path], 0
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes="):
+                    start = int(rng[6:].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                if path in server.cut:
+                    self.wfile.write(body[start:start + server.cut.pop(path)])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def file_server():
+    with FileServer() as server:
+        yield server

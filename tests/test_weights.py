@@ -1,0 +1,99 @@
+"""Weight cache: fetch from a loopback server, resume, checksums, offline reads, loading."""
+
+import json
+
+import pytest
+import torch
+
+from noise2map.download import download
+from noise2map.errors import CheckpointError, ChecksumError
+from noise2map.weights import CHECKPOINTS, LOCK, fetch, load_into, resolve
+
+MIT = "mit_b0.imagenet.safetensors"
+
+
+@pytest.fixture
+def mit_b0_checkpoint(file_server, tmp_path):
+    """A real MiT-B0 encoder state dict (random values) served where the hub would serve it."""
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    encoder = smp.Unet("mit_b0", encoder_weights=None).encoder
+    path = tmp_path / "mit.safetensors"
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(path))
+    file_server.files[CHECKPOINTS[MIT].path] = path.read_bytes()
+    return encoder
+
+
+def test_fetch_records_source_and_sha256_then_loads_offline(file_server, mit_b0_checkpoint, tmp_path):
+    import segmentation_models_pytorch as smp
+
+    cache = tmp_path / "cache"
+    lock = fetch([MIT], cache, base_url=file_server.url, quiet=True)
+    assert lock[MIT]["url"] == f"{file_server.url}/{CHECKPOINTS[MIT].path}"
+    assert len(lock[MIT]["sha256"]) == 64
+    assert json.loads((cache / LOCK).read_text()) == lock
+    model = smp.Unet("mit_b0", encoder_weights=None)
+    load_into(model.encoder, resolve(MIT, cache))
+    for key, value in mit_b0_checkpoint.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[key], value)
+    n = len(file_server.requests)
+    fetch([MIT], cache, base_url=file_server.url, quiet=True)  # verified: not fetched again
+    assert len(file_server.requests) == n
+
+
+def test_interrupted_download_resumes_with_a_range_request(file_server, tmp_path):
+    body = bytes(range(256)) * 4096  # 1 MiB
+    file_server.files["big.bin"] = body
+    file_server.cut["big.bin"] = 300_000
+    digest = download(f"{file_server.url}/big.bin", tmp_path / "big.bin", backoff=0.01, quiet=True)
+    assert (tmp_path / "big.bin").read_bytes() == body
+    assert file_server.requests == [("big.bin", None), ("big.bin", "bytes=300000-")]
+    assert digest == __import__("hashlib").sha256(body).hexdigest()
+    assert not (tmp_path / "big.bin.part").exists()
+
+
+def test_checksum_mismatch_is_a_clear_error_and_removes_the_file(file_server, tmp_path):
+    file_server.files["w.bin"] = b"weights"
+    with pytest.raises(ChecksumError, match="w.bin.part is corrupt.*SHA-256"):
+        download(f"{file_server.url}/w.bin", tmp_path / "w.bin", sha256="0" * 64, quiet=True)
+    assert not (tmp_path / "w.bin").exists() and not (tmp_path / "w.bin.part").exists()
+
+
+def test_a_changed_source_is_refused_against_the_recorded_digest(file_server, mit_b0_checkpoint, tmp_path):
+    cache = tmp_path / "cache"
+    fetch([MIT], cache, base_url=file_server.url, quiet=True)
+    (cache / MIT).write_bytes(b"tampered")
+    with pytest.raises(ChecksumError, match="does not match its recorded SHA-256"):
+        resolve(MIT, cache)
+    file_server.files[CHECKPOINTS[MIT].path] = b"a different file"
+    with pytest.raises(ChecksumError):
+        fetch([MIT], cache, base_url=file_server.url, quiet=True)
+    assert not (cache / MIT).exists()
+
+
+def test_missing_checkpoint_names_the_file_and_the_fetch_command(tmp_path):
+    with pytest.raises(CheckpointError) as err:
+        resolve(MIT, tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / MIT) in message
+    assert f"noise2map weights fetch {MIT} --cache {tmp_path}" in message and "weights: none" in message
+
+
+def test_a_checkpoint_that_does_not_fit_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    save_file({"conv.weight": torch.zeros(1)}, str(path))
+    with pytest.raises(CheckpointError, match="bad.safetensors does not fit"):
+        load_into(torch.nn.Linear(2, 2), path)
+
+
+def test_registry_names_every_paper_checkpoint():
+    from baselines import MODELS
+
+    needed = {name for spec in MODELS.values() for name in spec.weights}
+    assert needed <= set(CHECKPOINTS)
+    assert "ddpm-church-256/diffusion_pytorch_model.bin" in CHECKPOINTS
+    assert all(c.path.count("/resolve/") == 1 for c in CHECKPOINTS.values())
