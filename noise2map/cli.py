@@ -9,6 +9,7 @@
     noise2map evaluate RUN_DIR                 re-score a run's best checkpoint on test
     noise2map tables table1 --output CSV METRICS.json ...
     noise2map weights fetch [NAME ...] --cache DIR   pretrained checkpoints into the cache
+    noise2map bench efficiency [--models M ...] [--size paper] [--output CSV]
     noise2map rank CSV [--output OUT.csv]
 """
 
@@ -115,6 +116,31 @@ def cmd_tables(args) -> None:
     print(f"Table I: {len(table)} rows → {args.output}")
 
 
+def cmd_bench(args) -> None:
+    from noise2map.bench.efficiency import efficiency_markdown, efficiency_table
+    from noise2map.io import atomic_path, write_text
+    from noise2map.tables import PAPER_TABLE1
+
+    config = _config(args.config) if args.config else None
+    size = args.size or (config["model_size"] if config else "paper")
+    tile = args.tile or (config["tile_size"] if config else 256)
+    keys = args.models or [k for task in ("ss", "cd") for k in (config or _config_default())["models"][task]]
+    device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+    table = efficiency_table(keys, size=size, tile=tile, repeats=args.repeats, device=device)
+    markdown = efficiency_markdown(table, PAPER_TABLE1.with_name("paper_efficiency.csv"))
+    print(markdown)
+    if args.output:
+        with atomic_path(args.output) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.4f")
+        write_text(Path(args.output).with_suffix(".md"), markdown)
+
+
+def _config_default() -> dict:
+    from noise2map.config import load_config
+
+    return load_config()
+
+
 def cmd_weights(args) -> None:
     from noise2map import weights
 
@@ -202,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="CSV path; the Markdown goes beside it")
     p.add_argument("metrics", nargs="+", help="metrics.json of the runs")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("bench", help="benchmarks that print their figures")
+    p.add_argument("which", choices=["efficiency"])
+    p.add_argument("--config", help="take models, size and tile size from a preset")
+    p.add_argument("--models", nargs="+", help="registry keys (default: the preset's Table I models)")
+    p.add_argument("--size", choices=["paper", "demo"])
+    p.add_argument("--tile", type=int)
+    p.add_argument("--repeats", type=int, default=3, help="timed forward passes per model (median)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--output", help="CSV path; the Markdown goes beside it")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("weights", help="fetch or list the pretrained checkpoints of the weight cache")
     p.add_argument("action", choices=["fetch", "list"])

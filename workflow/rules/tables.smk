@@ -13,3 +13,21 @@ rule write_table1:
         "Writing Table I ({config[preset]} preset)"
     shell:
         "noise2map tables table1 --output {output.csv} {input.metrics} > {log} 2>&1"
+
+
+rule write_efficiency:
+    input:
+        config=ancient(RESOLVED_CONFIG),
+    output:
+        csv=f"{RESULTS}/efficiency.csv",
+        md=f"{RESULTS}/efficiency.md",
+    log:
+        f"logs/{config['preset']}/write_efficiency.log",
+    params:
+        models=[m for task in config["tasks"] for m in config["models"][task]],
+    resources:
+        gpus=1,
+    message:
+        "Measuring parameters, FLOPs and latency of every model ({config[preset]} preset)"
+    shell:
+        "noise2map bench efficiency --config {input.config} --models {params.models} --output {output.csv} > {log} 2>&1"
