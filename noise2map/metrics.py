@@ -54,8 +54,12 @@ def tile_counts(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Returns:
         int64 [B, 4]: tp, fp, fn, tn of each tile.
     """
-    from torchmetrics.functional.classification import binary_stat_scores
-
-    preds = logits.argmax(1) if logits.dim() == 4 else logits
-    stats = binary_stat_scores(preds, target, multidim_average="samplewise")  # tp fp tn fn sup
-    return stats[:, [0, 1, 3, 2]].long()
+    preds = (logits.argmax(1) if logits.dim() == 4 else logits).flatten(1).bool()
+    target = target.flatten(1).bool()
+    # Plain sums rather than torchmetrics' samplewise stat scores, which lose the batch
+    # dimension for a batch of one tile; the whole-split sums are checked against it in tests.
+    tp = (preds & target).sum(1)
+    fp = (preds & ~target).sum(1)
+    fn = (~preds & target).sum(1)
+    tn = (~preds & ~target).sum(1)
+    return torch.stack([tp, fp, fn, tn], 1).long()

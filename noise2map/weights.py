@@ -60,6 +60,9 @@ CHECKPOINTS = {c.name: c for c in [
                "timm/resnet18.fb_swsl_ig1b_ft_in1k/resolve/main/model.safetensors",
                "semi-weakly supervised ResNet-18, the main branch of RS3Mamba"),
     # A diffusers folder (config + weights): from_pretrained converts its legacy attention keys.
+    Checkpoint("vgg16_bn.tv_in1k.safetensors",
+               "timm/vgg16_bn.tv_in1k/resolve/e00c01e7cee168262dcba6428dc4a8f41e27e965/model.safetensors",
+               "torchvision ImageNet VGG16-BN: the Siamese encoder of CGNet-CD"),
     Checkpoint("ddpm-church-256/config.json", "google/ddpm-church-256/resolve/main/config.json",
                "google/ddpm-church-256 UNet config"),
     Checkpoint("ddpm-church-256/diffusion_pytorch_model.bin",
@@ -157,6 +160,10 @@ def load_into(module, path: str | Path) -> None:
 
 def _key_mismatch(module, state: dict) -> tuple[list[str], list[str]]:
     own = module.state_dict()
+    # Checkpoints older than BatchNorm's step counter lack it; it is bookkeeping, not weights.
+    for key in own:
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = own[key]
     missing = [k for k in own if k not in state or state[k].shape != own[k].shape]
     unexpected = [k for k in state if k not in own]
     return missing, unexpected

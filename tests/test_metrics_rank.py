@@ -60,6 +60,17 @@ def test_tile_counts_are_per_tile_and_ordered_tp_fp_fn_tn():
     assert tile_counts(preds, target).tolist() == [[1, 1, 1, 1], [0, 0, 1, 3]]
     logits = torch.stack([1 - preds, preds], 1).float()
     assert torch.equal(tile_counts(logits, target), tile_counts(preds, target))
+    assert tile_counts(preds[:1], target[:1]).tolist() == [[1, 1, 1, 1]]  # a batch of one tile
+
+
+def test_whole_split_counts_equal_torchmetrics_confusion_matrix():
+    from torchmetrics.functional.classification import binary_confusion_matrix
+
+    g = torch.Generator().manual_seed(3)
+    preds, target = torch.randint(0, 2, (5, 9, 9), generator=g), torch.randint(0, 2, (5, 9, 9), generator=g)
+    tp, fp, fn, tn = tile_counts(preds, target).sum(0).tolist()
+    (tn_, fp_), (fn_, tp_) = binary_confusion_matrix(preds, target).tolist()  # rows: target
+    assert (tp, fp, fn, tn) == (tp_, fp_, fn_, tn_)
 
 
 def test_rank_reproduces_the_paper_rank_column():

@@ -59,3 +59,40 @@ def test_pretraining_starts_from_a_diffusers_folder(tmp_path):
                                   init_from=str(tmp_path / "unet"))
     for key, value in source.state_dict().items():
         assert torch.equal(module.unet.state_dict()[key], value)
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(config, tmp_path):
+    """kill -9 a training once its first epoch-end checkpoint exists; the rerun resumes from
+    it and ends with the same test counts as a run never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    config = {**config, "training": {**config["training"], "max_epochs": 12,
+                                     "datasets": {"whu": {"ss": {"batch_size": 4},
+                                                          "cd": {"batch_size": 4, "class_weights": [1, 1],
+                                                                 "max_epochs": 12}}}}}
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+
+    def train(run):
+        return [sys.executable, "-m", "noise2map.cli", "train", "--config", str(cfg), "--task", "cd",
+                "--dataset", "whu", "--model", "fc-siam-conc", "--seed", "5", "--run-dir", str(run)]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(train(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 600
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"training ended before it could be killed: {proc.communicate()[1][-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last.exists() and not (killed / "metrics.json").exists(), "the run was not killed mid-training"
+    subprocess.run(train(killed), check=True, capture_output=True)
+    subprocess.run(train(tmp_path / "whole"), check=True, capture_output=True)
+    assert _counts(killed).equals(_counts(tmp_path / "whole"))

@@ -49,10 +49,11 @@ def model_options(config: dict, model_key: str) -> dict:
 
 
 def _loader(dataset, batch_size: int, workers: int, shuffle: bool, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                                       generator=generator, persistent_workers=workers > 0,
-                                       pin_memory=torch.cuda.is_available())
+    from noise2map.training.seeding import EpochShuffleSampler
+
+    sampler = EpochShuffleSampler(len(dataset), seed) if shuffle else None
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
 def _trainer(config: dict, run: Path, max_epochs: int, callbacks=(), **kwargs):
@@ -83,6 +84,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from noise2map.data import TileDataset
+    from noise2map.training.seeding import EpochSeed
     from noise2map.training.tasks import DiscriminativeTask
 
     validate_config(config)
@@ -114,7 +116,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     best_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
                                 save_weights_only=True, enable_version_counter=False)
     last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False)
-    trainer = _trainer(config, run, settings["max_epochs"], [best_ckpt, last_ckpt])
+    trainer = _trainer(config, run, settings["max_epochs"], [best_ckpt, last_ckpt, EpochSeed(seed)])
     last = ckpt_dir / "last.ckpt"
     trainer.fit(module, train_loader, val_loader, ckpt_path=last if last.exists() else None)
     best = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else ckpt_dir / "best.ckpt"
@@ -217,6 +219,7 @@ def pretrain_run(config: dict, out_dir: Path) -> Path:
 
     from baselines.noise2map_models import unet_config
     from noise2map.data import TileDataset
+    from noise2map.training.seeding import EpochSeed
     from noise2map.training.tasks import DenoisingPretraining
 
     validate_config(config)
@@ -237,7 +240,8 @@ def pretrain_run(config: dict, out_dir: Path) -> Path:
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, enable_version_counter=False)
     trainer = L.Trainer(default_root_dir=out_dir, max_epochs=pre["epochs"], max_steps=pre.get("max_steps", -1),
                         accelerator=config["training"]["accelerator"], devices=config["training"]["devices"],
-                        precision=pre.get("precision", "32-true"), callbacks=[checkpoint],
+                        precision=pre.get("precision", "32-true"),
+                        callbacks=[checkpoint, EpochSeed(config["seeds"][0])],
                         logger=CSVLogger(out_dir, name="train_log", version=""), deterministic="warn",
                         enable_model_summary=False, log_every_n_steps=1)
     last = out_dir / "checkpoints" / "last.ckpt"
