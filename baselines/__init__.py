@@ -31,6 +31,8 @@ class ModelSpec:
         build_note: how the paper-size model is built, shown by ``noise2map models``.
         weights: cache names of the pretrained checkpoints the paper-size model starts from
             (noise2map.weights.CHECKPOINTS); loaded into the submodule ``weights_into``.
+        pretrained_unet: which UNet of the pretraining stage the model starts from
+            (``"noise2map"`` or ``"sr3"``, DDPM-CD's); None for none.
     """
 
     key: str
@@ -42,6 +44,7 @@ class ModelSpec:
     build_note: str = ""
     weights: tuple[str, ...] = ()
     weights_into: str = "encoder"
+    pretrained_unet: str | None = None
 
     @property
     def expected_params_m(self) -> float:

@@ -88,7 +88,7 @@ def cmd_prepare(args) -> None:
 def cmd_pretrain(args) -> None:
     from noise2map.training.run import pretrain_run
 
-    print(pretrain_run(_config(args.config), Path(args.output_dir)))
+    print(pretrain_run(_config(args.config), Path(args.output_dir), args.unet))
 
 
 def cmd_train(args) -> None:
@@ -207,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="DDPM pretraining of the denoising UNet")
     p.add_argument("--config", required=True)
     p.add_argument("--output-dir", required=True)
+    p.add_argument("--unet", choices=["noise2map", "sr3"], default="noise2map",
+                   help="Noise2Map's UNet or DDPM-CD's SR3 UNet")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("train", help="train one model on one data set and evaluate it on test")

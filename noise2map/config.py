@@ -146,8 +146,8 @@ def prepare_settings(config: dict, name: str) -> dict:
     return settings
 
 
-def pretrain_settings(config: dict) -> dict:
-    return {"pretrain": config["pretrain"], "model_size": config["model_size"], "seed": config["seeds"][0],
+def pretrain_settings(config: dict, unet: str = "noise2map") -> dict:
+    return {"unet_kind": unet, "pretrain": config["pretrain"], "model_size": config["model_size"], "seed": config["seeds"][0],
             "unet": config["noise2map"].get("unet"), "tile_size": config["tile_size"],
             "init": pretrain_init_names(config)}
 

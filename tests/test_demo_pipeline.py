@@ -66,9 +66,9 @@ def test_table_counts_are_the_sums_of_the_tile_counts(demo_run):
 @pytest.mark.slow
 def test_noise2map_started_from_the_pretrained_unet(demo_run):
     work, _ = demo_run
-    assert (work / "results/demo/pretrain/aid/unet.pt").is_file()
+    assert (work / "results/demo/pretrain/aid/noise2map_unet.pt").is_file()
     resolved = yaml.safe_load((work / "results/demo/runs/cd/whu/noise2map-cd/seed0/config.yaml").read_text())
-    assert resolved["run"]["pretrained_unet"].endswith("pretrain/aid/unet.pt")
+    assert resolved["run"]["pretrained_unet"].endswith("pretrain/aid/noise2map_unet.pt")
 
 
 @pytest.mark.slow

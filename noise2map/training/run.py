@@ -106,8 +106,10 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
         model_key, task, config["model_size"], model_options(config, model_key), settings["class_weights"],
         config["training"]["optimizer"], config["training"]["lr"],
         config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"])
-    if pretrained_unet is not None and module.timestep_conditioned:
-        module.model.load_pretrained_unet(_load_state(pretrained_unet))
+    if pretrained_unet is not None:
+        # Noise2Map fine-tunes its pretrained UNet; DDPM-CD freezes its own as a feature extractor.
+        loader = getattr(module.model, "load_pretrained_unet", None) or module.model.load_unet
+        loader(_load_state(pretrained_unet))
     _load_pretrained_encoder(config, model_key, module.model)
 
     ckpt_dir = run / "checkpoints"
@@ -213,14 +215,18 @@ def _write_metrics(run: Path, config: dict, module, counts: pd.DataFrame, checkp
     return metrics
 
 
-def pretrain_run(config: dict, out_dir: Path) -> Path:
-    """DDPM pretraining of the denoising UNet on the AID sample → ``<out_dir>/unet.pt``."""
+def pretrain_run(config: dict, out_dir: Path, unet_kind: str = "noise2map") -> Path:
+    """Pretrain a denoising UNet on the AID sample → ``<out_dir>/<unet_kind>_unet.pt``.
+
+    ``noise2map``: the ddpm-church-size UNet of Noise2Map (DDPM ε-MSE, from ddpm-church-256);
+    ``sr3``: DDPM-CD's SR3 UNet with its own objective.
+    """
     import lightning as L
 
     from baselines.noise2map_models import unet_config
     from noise2map.data import TileDataset
     from noise2map.training.seeding import EpochSeed
-    from noise2map.training.tasks import DenoisingPretraining
+    from noise2map.training.tasks import DenoisingPretraining, SR3Pretraining
 
     validate_config(config)
     out_dir = Path(out_dir)
@@ -228,27 +234,31 @@ def pretrain_run(config: dict, out_dir: Path) -> Path:
     L.seed_everything(config["seeds"][0], workers=True)
     loader = _loader(TileDataset(prepared_dir(config, pre["dataset"], "pretrain"), "train"), pre["batch_size"],
                      config["training"]["num_workers"], True, config["seeds"][0])
-    unet = unet_config(config["model_size"], config["noise2map"].get("unet"))
-    from noise2map.weights import resolve
+    if unet_kind == "sr3":
+        module = SR3Pretraining(config["model_size"], pre["lr"], pre["weight_decay"], pre["warmup_steps"])
+    else:
+        from noise2map.weights import resolve
 
-    init = [resolve(name, config["weights_dir"]) for name in pretrain_init_names(config)]
-    module = DenoisingPretraining(unet, pre["scheduler"], pre["lr"], pre["weight_decay"], pre["warmup_steps"],
-                                  str(init[0].parent) if init else None)
+        unet = unet_config(config["model_size"], config["noise2map"].get("unet"))
+        init = [resolve(name, config["weights_dir"]) for name in pretrain_init_names(config)]
+        module = DenoisingPretraining(unet, pre["scheduler"], pre["lr"], pre["weight_decay"], pre["warmup_steps"],
+                                      str(init[0].parent) if init else None)
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, enable_version_counter=False)
+    ckpt_dir = out_dir / f"checkpoints_{unet_kind}"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, enable_version_counter=False)
     trainer = L.Trainer(default_root_dir=out_dir, max_epochs=pre["epochs"], max_steps=pre.get("max_steps", -1),
                         accelerator=config["training"]["accelerator"], devices=config["training"]["devices"],
                         precision=pre.get("precision", "32-true"),
                         callbacks=[checkpoint, EpochSeed(config["seeds"][0])],
-                        logger=CSVLogger(out_dir, name="train_log", version=""), deterministic="warn",
+                        logger=CSVLogger(out_dir, name=f"train_log_{unet_kind}", version=""), deterministic="warn",
                         enable_model_summary=False, log_every_n_steps=1)
-    last = out_dir / "checkpoints" / "last.ckpt"
+    last = ckpt_dir / "last.ckpt"
     trainer.fit(module, loader, ckpt_path=last if last.exists() else None)
-    target = out_dir / "unet.pt"
+    target = out_dir / f"{unet_kind}_unet.pt"
     with atomic_path(target) as tmp:
         torch.save(module.unet.state_dict(), tmp)
-    write_json(out_dir / "unet_config.json", {"unet": dict(module.unet.config), "scheduler": pre["scheduler"],
-                                              "noise2map_version": __version__})
+    unet_cfg = dict(module.unet.config) if hasattr(module.unet, "config") else {"size": config["model_size"]}
+    write_json(out_dir / f"{unet_kind}_unet.json", {"unet": unet_cfg, "pretrain": pre, "noise2map_version": __version__})
     return target

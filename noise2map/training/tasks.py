@@ -86,9 +86,26 @@ class DiscriminativeTask(L.LightningModule):
         return cls(self.parameters(), lr=self.hparams.lr)
 
 
-class DenoisingPretraining(L.LightningModule):
-    """DDPM ε-prediction pretraining of the denoising UNet (paper §IV-B): MSE, AdamW,
-    linear warm-up then cosine decay.
+class _Pretraining(L.LightningModule):
+    """Self-supervised pretraining of a denoising UNet on the AID sample (paper §IV-B): AdamW,
+    linear warm-up then cosine decay. Subclasses define ``self.unet`` and ``denoising_loss``."""
+
+    def training_step(self, batch, batch_idx):
+        loss = self.denoising_loss(batch["image"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        from diffusers.optimization import get_cosine_schedule_with_warmup
+
+        opt = torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        sched = get_cosine_schedule_with_warmup(opt, min(self.hparams.warmup_steps, total), total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class DenoisingPretraining(_Pretraining):
+    """DDPM ε-prediction pretraining of Noise2Map's UNet: MSE between ε and UNet(x_t, t).
 
     Args:
         unet: UNet2DModel config overrides (the size the fine-tuned model will use).
@@ -111,20 +128,26 @@ class DenoisingPretraining(L.LightningModule):
         sched = make_scheduler(**(scheduler or {}))
         self.register_buffer("alphas_cumprod", sched.alphas_cumprod.clone().float(), persistent=False)
 
-    def training_step(self, batch, batch_idx):
-        x = batch["image"]
+    def denoising_loss(self, x: torch.Tensor) -> torch.Tensor:
         noise = torch.randn_like(x)
         t = torch.randint(0, self.alphas_cumprod.numel(), (x.shape[0],), device=x.device)
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(x.dtype)
         x_t = abar.sqrt() * x + (1 - abar).sqrt() * noise
-        loss = F.mse_loss(self.unet(x_t, t).sample.float(), noise.float())
-        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
-        return loss
+        return F.mse_loss(self.unet(x_t, t).sample.float(), noise.float())
 
-    def configure_optimizers(self):
-        from diffusers.optimization import get_cosine_schedule_with_warmup
 
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
-        sched = get_cosine_schedule_with_warmup(opt, min(self.hparams.warmup_steps, total), total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+class SR3Pretraining(_Pretraining):
+    """DDPM-CD's SR3 UNet pretrained with its own objective (continuous noise level, cosine
+    schedule with T = 2000, L2) on the same AID sample as Noise2Map."""
+
+    def __init__(self, size: str = "paper", lr: float = 1e-4, weight_decay: float = 0.01, warmup_steps: int = 500):
+        super().__init__()
+        from baselines.ddpm_cd import build_unet
+
+        self.save_hyperparameters()
+        self.unet = build_unet(size)
+
+    def denoising_loss(self, x: torch.Tensor) -> torch.Tensor:
+        from baselines.ddpm_cd import pretraining_loss
+
+        return pretraining_loss(self.unet, x)

@@ -39,6 +39,7 @@ wildcard_constraints:
     name=_alternatives(RAW_DIR_OF),
     raw=_alternatives(set(RAW_DIR_OF.values())),
     checkpoint=_alternatives(CHECKPOINTS),
+    unet="noise2map|sr3",
 
 
 def run_metrics():

@@ -1,22 +1,28 @@
-# Self-supervised DDPM pretraining of the denoising UNet on the AID sample (paper §IV-B).
+# Self-supervised pretraining on the AID sample (paper §IV-B): Noise2Map's UNet (DDPM ε-MSE,
+# from ddpm-church-256) and DDPM-CD's SR3 UNet (its own objective), each once per preset.
+
+
+def pretrain_init(wildcards):
+    return [f"{WEIGHTS}/{name}" for name in pretrain_init_names(config)] if wildcards.unet == "noise2map" else []
 
 
 rule pretrain_unet:
     input:
         config=ancient(RESOLVED_CONFIG),
         data=f"{DATA}/prepared/{config['pretrain']['dataset']}/manifest.json",
-        init=[f"{WEIGHTS}/{name}" for name in pretrain_init_names(config)],
+        init=pretrain_init,
     output:
-        unet=f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/unet.pt",
+        unet=f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/{{unet}}_unet.pt",
     log:
-        f"logs/{config['preset']}/pretrain_unet.log",
+        f"logs/{config['preset']}/pretrain_unet/{{unet}}.log",
     benchmark:
-        f"benchmarks/{config['preset']}/pretrain_unet.tsv"
+        f"benchmarks/{config['preset']}/pretrain_unet/{{unet}}.tsv"
     params:
-        settings=pretrain_settings(config),
+        settings=lambda wc: pretrain_settings(config, wc.unet),
     resources:
         gpus=1,
     message:
-        "Pretraining the denoising UNet on {config[pretrain][num_images]} {config[pretrain][dataset]} images"
+        "Pretraining the {wildcards.unet} UNet on {config[pretrain][num_images]} {config[pretrain][dataset]} images"
     shell:
-        "noise2map pretrain --config {input.config} --output-dir $(dirname {output.unet}) > {log} 2>&1"
+        "noise2map pretrain --config {input.config} --unet {wildcards.unet}"
+        " --output-dir $(dirname {output.unet}) > {log} 2>&1"

@@ -5,8 +5,9 @@
 def pretrained_inputs(wildcards):
     """The pretrained UNet (Noise2Map) and the cached encoder checkpoints (baselines)."""
     inputs = {"weights": [f"{WEIGHTS}/{name}" for name in model_weight_names(config, wildcards.model)]}
-    if wildcards.model.startswith("noise2map"):
-        inputs["pretrained"] = rules.pretrain_unet.output.unet
+    unet = MODELS[wildcards.model].pretrained_unet
+    if unet:
+        inputs["pretrained"] = f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/{unet}_unet.pt"
     return inputs
 
 
