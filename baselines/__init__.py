@@ -97,11 +97,11 @@ def models_for_task(task: str) -> list[str]:
 
 
 def _register_all() -> None:
-    from baselines import (bit, cgnet, changeformer, ddpm_cd, dpt, elgcnet, fc_siam_conc, noise2map_models,
-                           rs3mamba, smp_models)
+    from baselines import (bit, cgnet, changeformer, ddpm_cd, dpt, elgcnet, fc_siam_conc, mambabcd,
+                           noise2map_models, rs3mamba, smp_models)
 
     for module in (noise2map_models, smp_models, rs3mamba, dpt, fc_siam_conc, bit, changeformer, cgnet, elgcnet,
-                   ddpm_cd):
+                   ddpm_cd, mambabcd):
         for spec in module.SPECS:
             register(spec)
 
