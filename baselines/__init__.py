@@ -31,6 +31,8 @@ class ModelSpec:
         build_note: how the paper-size model is built, shown by ``noise2map models``.
         weights: cache names of the pretrained checkpoints the paper-size model starts from
             (noise2map.weights.CHECKPOINTS); loaded into the submodule ``weights_into``.
+        weights_loader: ``loader(model, path)`` for a checkpoint that needs more than a plain
+            state-dict load into ``weights_into`` (None: noise2map.weights.load_into).
         pretrained_unet: which UNet of the pretraining stage the model starts from
             (``"noise2map"`` or ``"sr3"``, DDPM-CD's); None for none.
     """
@@ -45,6 +47,7 @@ class ModelSpec:
     weights: tuple[str, ...] = ()
     weights_into: str = "encoder"
     pretrained_unet: str | None = None
+    weights_loader: Callable[[nn.Module, object], None] | None = field(default=None, repr=False)
 
     @property
     def expected_params_m(self) -> float:

@@ -475,7 +475,7 @@ SPECS = [
               build_note="re-implemented ChenHongruixuan/MambaCD STMambaBCD (96c3240) with vssm_base_224.yaml: "
                          "VMamba-Base encoder (depths 2/2/15/2, dims 128-1024, d_state 1, v3noz, drop_path 0.6) "
                          "shared by both dates + ChangeDecoder (3 VSSBlock branches per level), 92.40M; "
-                         "pure-PyTorch selective scan off CUDA; the VMamba-Base ImageNet weights "
-                         f"({VMAMBA_BASE_CHECKPOINT}, Zenodo 14037770) are not provisioned (random init)",
-              weights=()),
+                         "pure-PyTorch selective scan off CUDA; encoder from the VMamba-Base ImageNet weights "
+                         f"({VMAMBA_BASE_CHECKPOINT}, Zenodo 14037770)",
+              weights=(VMAMBA_BASE_CHECKPOINT,), weights_loader=lambda model, path: load_vmamba_backbone(model, path)),
 ]

@@ -31,7 +31,8 @@ class Checkpoint:
 
     Attributes:
         name: registry name, also the file's path inside the cache.
-        path: repository path (``owner/repo/resolve/<revision>/<file>``) under the hub URL.
+        path: repository path (``owner/repo/resolve/<revision>/<file>``) under the hub URL, or
+            a full URL for a file hosted elsewhere.
         description: what it is and which paper setting uses it.
         sha256: pinned digest where known; otherwise the digest recorded at the first fetch
             (trust on first use) is what later reads are checked against.
@@ -43,6 +44,8 @@ class Checkpoint:
     sha256: str | None = None
 
     def url(self, base_url: str = HUB) -> str:
+        if "://" in self.path:  # hosted outside the hub; a mirror keeps host and path below its root
+            return self.path if base_url == HUB else f"{base_url.rstrip('/')}/{self.path.split('://', 1)[1]}"
         return f"{base_url.rstrip('/')}/{self.path}"
 
 
@@ -63,6 +66,9 @@ CHECKPOINTS = {c.name: c for c in [
     Checkpoint("vgg16_bn.tv_in1k.safetensors",
                "timm/vgg16_bn.tv_in1k/resolve/e00c01e7cee168262dcba6428dc4a8f41e27e965/model.safetensors",
                "torchvision ImageNet VGG16-BN: the Siamese encoder of CGNet-CD"),
+    Checkpoint("vssm_base_0229_ckpt_epoch_237.pth",
+               "https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/vssm_base_0229_ckpt_epoch_237.pth",
+               "VMamba-Base ImageNet checkpoint (also Zenodo record 14037770): the encoder of MambaBCD-Base"),
     Checkpoint("ddpm-church-256/config.json", "google/ddpm-church-256/resolve/main/config.json",
                "google/ddpm-church-256 UNet config"),
     Checkpoint("ddpm-church-256/diffusion_pytorch_model.bin",

@@ -150,7 +150,10 @@ def _load_pretrained_encoder(config: dict, model_key: str, model) -> None:
         log.warning("%s starts from random initialisation (weights: none)", spec.name)
     for name in model_weight_names(config, model_key):
         path = resolve(name, config["weights_dir"])
-        load_into(getattr(model, spec.weights_into), path)
+        if spec.weights_loader:
+            spec.weights_loader(model, path)
+        else:
+            load_into(getattr(model, spec.weights_into), path)
         log.info("%s: %s loaded from %s", spec.name, spec.weights_into, path)
 
 
