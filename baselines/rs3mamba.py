@@ -471,11 +471,48 @@ def build(size: str, num_classes: int = 2, **options) -> RS3Mamba:
     return RS3Mamba(num_classes=num_classes, **options)
 
 
+# The official load_pretrained_ckpt: VMamba-Tiny's backbone keys into vssm_encoder, without
+# its patch embedding (RS3Mamba's stem differs) and final norm/head.
+_VMAMBA_SKIP = {"norm.weight", "norm.bias", "head.weight", "head.bias", "patch_embed.proj.weight",
+                "patch_embed.proj.bias", "patch_embed.norm.weight", "patch_embed.norm.bias"}
+
+
+def load_vmamba_tiny(model: RS3Mamba, path) -> None:
+    """Load ``vmamba_tiny_e292.pth`` into the VSS branch as sstary/SSRS does (its key renaming:
+    ``layers.i.downsample`` → ``downsamples.i``); a key of another shape is an error."""
+    import re
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    own = model.vssm_encoder.state_dict()
+    loaded = {}
+    for key, value in ckpt.get("model", ckpt).items():
+        if key in _VMAMBA_SKIP:
+            continue
+        key = re.sub(r"^layers\.(\d+)\.downsample", r"downsamples.\1", key)
+        if key in own:
+            if value.shape != own[key].shape:
+                raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, the model {tuple(own[key].shape)}")
+            loaded[key] = value
+    if not loaded:
+        raise ValueError(f"{path} holds no VMamba-Tiny encoder weights")
+    model.vssm_encoder.load_state_dict({**own, **loaded})
+
+
+def load_pretrained(model: RS3Mamba, path) -> None:
+    """The two checkpoints of the official setup, told apart by file name."""
+    from noise2map.weights import load_into
+
+    if "vmamba" in str(path):
+        load_vmamba_tiny(model, path)
+    else:
+        load_into(model.backbone, path)
+
+
 SPECS = [
     ModelSpec("rs3mamba", "RS3Mamba", "ss", 43.3, build,
               build_note="re-implemented sstary/SSRS RS3Mamba (707b454): ResNet-18 + VSS branch (dims 96-768, "
                          "depths 2/2/9/2, d_state 16), fusion per stage, UNetFormer decoder 64 ch, window 8; "
-                         "pure-PyTorch selective scan off CUDA; the VMamba-Tiny weights of its VSS branch are "
-                         "not provisioned (random init)",
-              weights=("resnet18.fb_swsl_ig1b_ft_in1k.safetensors",), weights_into="backbone"),
+                         "pure-PyTorch selective scan off CUDA; SWSL ResNet-18 and VMamba-Tiny ImageNet weights",
+              weights=("resnet18.fb_swsl_ig1b_ft_in1k.safetensors", "vmamba_tiny_e292.pth"),
+              weights_loader=load_pretrained),
 ]

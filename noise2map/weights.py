@@ -36,14 +36,19 @@ class Checkpoint:
         description: what it is and which paper setting uses it.
         sha256: pinned digest where known; otherwise the digest recorded at the first fetch
             (trust on first use) is what later reads are checked against.
+        manual: for a file no script can download (a cloud-drive link), where to get it; the
+            user puts it in the cache and ``fetch`` records its SHA-256.
     """
 
     name: str
-    path: str
+    path: str | None
     description: str
     sha256: str | None = None
+    manual: str | None = None
 
     def url(self, base_url: str = HUB) -> str:
+        if self.path is None:
+            raise CheckpointError(f"{self.name} has no download address: {self.manual}")
         if "://" in self.path:  # hosted outside the hub; a mirror keeps host and path below its root
             return self.path if base_url == HUB else f"{base_url.rstrip('/')}/{self.path.split('://', 1)[1]}"
         return f"{base_url.rstrip('/')}/{self.path}"
@@ -66,6 +71,10 @@ CHECKPOINTS = {c.name: c for c in [
     Checkpoint("vgg16_bn.tv_in1k.safetensors",
                "timm/vgg16_bn.tv_in1k/resolve/e00c01e7cee168262dcba6428dc4a8f41e27e965/model.safetensors",
                "torchvision ImageNet VGG16-BN: the Siamese encoder of CGNet-CD"),
+    Checkpoint("vmamba_tiny_e292.pth", None,
+               "VMamba-Tiny ImageNet checkpoint: the VSS branch of RS3Mamba (sstary/SSRS RS3Mamba/pretrain/)",
+               manual="the VMamba authors' early release, linked from the VMamba README (MzeroMiko/VMamba) and "
+                      "the RS3Mamba README (sstary/SSRS); it is shared through a cloud drive"),
     Checkpoint("vssm_base_0229_ckpt_epoch_237.pth",
                "https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/vssm_base_0229_ckpt_epoch_237.pth",
                "VMamba-Base ImageNet checkpoint (also Zenodo record 14037770): the encoder of MambaBCD-Base"),
@@ -102,6 +111,10 @@ def fetch(names, cache: str | Path, base_url: str = HUB, quiet: bool = False) ->
         if target.is_file() and _recorded_digest(ckpt, lock) == file_digest(target):
             log.info("%s: already in %s", name, cache)
             continue
+        if ckpt.manual:
+            lock[name] = _record_manual(ckpt, target, cache)
+            write_json(cache / LOCK, lock)
+            continue
         target.unlink(missing_ok=True)
         digest = download(ckpt.url(base_url), target, sha256=ckpt.sha256 or _recorded_digest(ckpt, lock),
                           quiet=quiet)
@@ -109,6 +122,18 @@ def fetch(names, cache: str | Path, base_url: str = HUB, quiet: bool = False) ->
                       "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_json(cache / LOCK, lock)  # after each file, so an interrupted fetch keeps its records
     return lock
+
+
+def _record_manual(ckpt: Checkpoint, target: Path, cache: Path) -> dict:
+    if not target.is_file():
+        raise CheckpointError(f"{target} is missing and cannot be downloaded by a script: get "
+                              f"{ckpt.name} from {ckpt.manual}, put it at {target}, then run "
+                              f"`noise2map weights fetch {ckpt.name} --cache {cache}` to record its SHA-256")
+    digest = file_digest(target)
+    if ckpt.sha256 and digest != ckpt.sha256:
+        raise ChecksumError(f"{target} does not match the expected SHA-256 ({digest}, expected {ckpt.sha256})")
+    return {"url": f"user-supplied ({ckpt.manual})", "sha256": digest, "bytes": target.stat().st_size,
+            "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def _recorded_digest(ckpt: Checkpoint, lock: dict) -> str | None:
