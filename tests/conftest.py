@@ -1,4 +1,4 @@
-"""Shared fixtures: a loopback HTTP server for the download code (never the internet)."""
+"""Shared fixtures: a loopback HTTP server for the download code (never the internet), one thread."""
 
 from __future__ import annotations
 
@@ -59,6 +59,18 @@ class FileServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny CPU models: one intra-op thread is as fast as two, and far faster on a busy 2-core
+    machine where two threads wait on each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

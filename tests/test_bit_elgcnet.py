@@ -12,14 +12,7 @@ MODULES = {"bit": bit, "elgc-net": elgcnet}
 PAPER_COUNTS = {"bit": 11_943_754, "elgc-net": 10_574_338}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The demo models are tiny: one intra-op thread is fastest, and on a busy 2-core machine
-    two threads waiting on each other made these tests 10-50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(model: torch.nn.Module) -> int:

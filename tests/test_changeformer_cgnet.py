@@ -11,13 +11,7 @@ from baselines.changeformer import SPECS as CHANGEFORMER_SPECS
 MODULES = {"changeformer-v6": changeformer, "cgnet-cd": cgnet}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small CPU models: one intra-op thread is much faster than two on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _meta(module, *args, **kwargs):

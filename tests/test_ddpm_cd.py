@@ -14,13 +14,7 @@ from baselines.ddpm_cd import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny 32² convolutions: a second OpenMP thread only adds contention on the 2-core runner.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(module):

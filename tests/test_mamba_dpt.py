@@ -12,13 +12,7 @@ from baselines.mamba.selective_scan import cross_merge, cross_scan, selective_sc
 ss = sys.modules["baselines.mamba.selective_scan"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is as fast, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def naive_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):

@@ -10,13 +10,7 @@ from baselines import mambabcd
 from baselines.mambabcd import SPECS, build
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The demo model is tiny: one thread is as fast, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _count(module, trainable_only=False):
