@@ -75,6 +75,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import ModelSpec
+from baselines.blocks import ConvLayer, ResidualBlock, UpsampleConvLayer
 
 MULTI_SCALE_WEIGHTS = (0.5, 0.5, 0.5, 0.8, 1.0)
 """Official loss weights over the outputs [1/32, 1/16, 1/8, 1/4, full] (``--multi_pred_weights``)."""
@@ -219,39 +220,6 @@ class EncoderTransformerV3(nn.Module):
 
 
 # --------------------------------------------------------------------------- decoder
-
-
-class ConvLayer(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel_size: int, stride: int, padding: int):
-        super().__init__()
-        self.conv2d = nn.Conv2d(cin, cout, kernel_size, stride, padding)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2d(x)
-
-
-class UpsampleConvLayer(nn.Module):
-    """ConvTranspose2d(k, s, padding 1): ×2 upsampling for k = 4, s = 2."""
-
-    def __init__(self, cin: int, cout: int, kernel_size: int = 4, stride: int = 2):
-        super().__init__()
-        self.conv2d = nn.ConvTranspose2d(cin, cout, kernel_size, stride=stride, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2d(x)
-
-
-class ResidualBlock(nn.Module):
-    """x + 0.1 · conv(ReLU(conv(x)))."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = ConvLayer(channels, channels, 3, 1, 1)
-        self.conv2 = ConvLayer(channels, channels, 3, 1, 1)
-        self.relu = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.relu(self.conv1(x))) * 0.1
 
 
 class MLP(nn.Module):

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import ModelSpec
+from baselines.blocks import ConvLayer, ResidualBlock, UpsampleConvLayer
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,37 +187,6 @@ def _init_weights(m: nn.Module) -> None:
 # --------------------------------------------------------------------------------------------
 # Decoder
 # --------------------------------------------------------------------------------------------
-class ConvLayer(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int):
-        super().__init__()
-        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2d(x)
-
-
-class UpsampleConvLayer(nn.Module):
-    """ConvTranspose2d(k, s, padding=1): ×2 with k=4, s=2."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int):
-        super().__init__()
-        self.conv2d = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride=stride, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2d(x)
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = ConvLayer(channels, channels, 3, 1, 1)
-        self.conv2 = ConvLayer(channels, channels, 3, 1, 1)
-        self.relu = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.relu(self.conv1(x))) * 0.1
-
-
 class LinearProj(nn.Module):
     def __init__(self, input_dim: int, embed_dim: int):
         super().__init__()

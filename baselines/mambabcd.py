@@ -102,7 +102,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import ModelSpec
-from baselines.mamba.selective_scan import cross_merge, cross_scan, selective_scan
+from baselines.mamba.ss2d import ss2d_core, ssm_parameters
 
 #: ImageNet statistics on the 0-255 scale (MambaCD ``datasets/imutils.normalize_img``).
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -165,7 +165,6 @@ class SS2D(nn.Module):
                  d_conv: int = 3, conv_bias: bool = False, dropout: float = 0.0, dt_min: float = 0.001,
                  dt_max: float = 0.1, dt_init_floor: float = 1e-4):
         super().__init__()
-        k = 4  # scan directions
         self.d_state = d_state
         self.d_inner = d_inner = int(ssm_ratio * d_model)
         self.dt_rank = dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
@@ -175,33 +174,17 @@ class SS2D(nn.Module):
         self.act = nn.SiLU()
         self.conv2d = nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2, groups=d_inner,
                                 bias=conv_bias)
-        bound = d_inner ** -0.5  # nn.Linear(d_inner, ·) default init
-        self.x_proj_weight = nn.Parameter(torch.empty(k, dt_rank + 2 * d_state, d_inner).uniform_(-bound, bound))
+        ssm = ssm_parameters(d_inner, dt_rank, d_state, dt_min, dt_max, dt_init_floor)
+        self.x_proj_weight = ssm.pop("x_proj_weight")
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        std = dt_rank ** -0.5
-        self.dt_projs_weight = nn.Parameter(torch.empty(k, d_inner, dt_rank).uniform_(-std, std))
-        dt = torch.exp(torch.rand(k, d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
-        self.dt_projs_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
-        a = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(k * d_inner, 1)
-        self.A_logs = nn.Parameter(torch.log(a))  # [K·d_inner, N]
-        self.Ds = nn.Parameter(torch.ones(k * d_inner))
+        for name, param in ssm.items():  # dt_projs_weight, dt_projs_bias, A_logs, Ds
+            self.register_parameter(name, param)
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
         """[B, d_inner, H, W] → the 4 directions' scans merged, LN'd: [B, H, W, d_inner]."""
         b, _, h, w = x.shape
-        length, k = h * w, 4
-        xs = cross_scan(x)  # [B, 4, d_inner, L]
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
-        dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
-        ys = selective_scan(
-            xs.float().reshape(b, -1, length).contiguous(), dts.float().reshape(b, -1, length).contiguous(),
-            -torch.exp(self.A_logs.float()), bs.float().contiguous(), cs.float().contiguous(), self.Ds.float(),
-            delta_bias=self.dt_projs_bias.float().reshape(-1), delta_softplus=True,
-        ).reshape(b, k, -1, length)
-        y = cross_merge(ys, h, w)  # [B, d_inner, L]
+        y = ss2d_core(self, x)  # [B, d_inner, L]
         return self.out_norm(y.transpose(1, 2).reshape(b, h, w, -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

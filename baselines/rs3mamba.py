@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import ModelSpec
-from baselines.mamba.selective_scan import cross_merge, cross_scan, selective_scan
+from baselines.mamba.ss2d import ss2d_core, ssm_parameters
 
 # --------------------------------------------------------------------------- small layers
 
@@ -274,40 +274,18 @@ class SS2D(nn.Module):
         self.d_state = d_state
         self.d_inner = d_inner = expand * d_model
         self.dt_rank = dt_rank = math.ceil(d_model / 16)
-        k = 4  # scan directions
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
         self.conv2d = nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=True)
         self.act = nn.SiLU()
-        # x_proj: 4 × Linear(d_inner → dt_rank + 2N, no bias) at nn.Linear's default init.
-        bound = d_inner ** -0.5
-        self.x_proj_weight = nn.Parameter(torch.empty(k, dt_rank + 2 * d_state, d_inner).uniform_(-bound, bound))
-        # dt_proj: weight U(±rank^-0.5); bias = softplus⁻¹(dt), dt log-uniform in [dt_min, dt_max].
-        std = dt_rank ** -0.5
-        self.dt_projs_weight = nn.Parameter(torch.empty(k, d_inner, dt_rank).uniform_(-std, std))
-        dt = torch.exp(torch.rand(k, d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
-        self.dt_projs_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
-        # S4D-real A = -(1..N) per channel, D = 1; k copies flattened as in the official code.
-        a = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(k * d_inner, 1)
-        self.A_logs = nn.Parameter(torch.log(a))
-        self.Ds = nn.Parameter(torch.ones(k * d_inner))
+        # x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds (official order)
+        for name, param in ssm_parameters(d_inner, dt_rank, d_state, dt_min, dt_max, dt_init_floor).items():
+            self.register_parameter(name, param)
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
         """[B, d_inner, H, W] → the 4 directions' scans merged, [B, d_inner, H·W] (float32)."""
-        b, _, h, w = x.shape
-        length, k = h * w, 4
-        xs = cross_scan(x)  # [B, 4, d, L]
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
-        dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
-        ys = selective_scan(
-            xs.float().reshape(b, -1, length), dts.float().reshape(b, -1, length),
-            -torch.exp(self.A_logs.float()), bs.float(), cs.float(), self.Ds.float(),
-            delta_bias=self.dt_projs_bias.float().reshape(-1), delta_softplus=True,
-        ).reshape(b, k, -1, length)
-        return cross_merge(ys, h, w)
+        return ss2d_core(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
