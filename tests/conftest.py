@@ -74,6 +74,27 @@ def one_thread():
 
 
 @pytest.fixture
+def adam_losses():
+    """``losses(model, inputs, target, steps=15, lr=3e-3)``: cross-entropy per Adam step on one
+    fixed batch, for the "the loss decreases" test of each model."""
+    import torch
+    from torch.nn import functional as F
+
+    def losses(model, inputs, target, steps: int = 15, lr: float = 3e-3) -> list[float]:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        out = []
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(*inputs), target)
+            loss.backward()
+            opt.step()
+            out.append(loss.item())
+        return out
+
+    return losses
+
+
+@pytest.fixture
 def file_server():
     with FileServer() as server:
         yield server

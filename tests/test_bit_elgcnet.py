@@ -92,7 +92,7 @@ def test_demo_logits_match_sizes_the_official_code_cannot_take(key):
 
 
 @pytest.mark.parametrize("key", sorted(MODULES))
-def test_loss_decreases_on_a_fixed_batch(key):
+def test_loss_decreases_on_a_fixed_batch(key, adam_losses):
     torch.manual_seed(0)
     model = MODULES[key].build("demo")
     pre, other = (torch.rand(4, 3, 32, 32) * 2 - 1 for _ in range(2))
@@ -101,14 +101,7 @@ def test_loss_decreases_on_a_fixed_batch(key):
     changed = torch.nn.functional.interpolate((torch.rand(4, 1, 4, 4) > 0.5).float(), scale_factor=8)
     post = torch.where(changed.bool(), other, pre)
     target = changed[:, 0].long()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(15):
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(pre, post), target)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses(model, (pre, post), target)
     assert losses[-1] < 0.5 * losses[0], losses
 
 
