@@ -6,10 +6,13 @@
     noise2map prepare NAME --config CFG        raw layout → tile store
     noise2map pretrain --config CFG --output-dir DIR
     noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT]
-    noise2map evaluate RUN_DIR                 re-score a run's best checkpoint on test
+    noise2map evaluate RUN_DIR [--devices N] [--accelerator cpu|gpu]   re-score a run on test
     noise2map tables table1 --output CSV METRICS.json ...
     noise2map weights fetch [NAME ...] --cache DIR   pretrained checkpoints into the cache
     noise2map bench efficiency [--models M ...] [--size paper] [--output CSV]
+    noise2map bench loader [--workers 0 2] [--batch-size 8] [--output JSON]   tile store vs per-sample GeoTIFF
+    noise2map bench train [--size paper] [--variants fp32 bf16 ...] [--device cuda] [--output JSON]
+    noise2map bench infer [--models M ...] [--size paper] [--batch-size 8] [--device cuda] [--output JSON]
     noise2map rank CSV [--output OUT.csv]
 """
 
@@ -99,14 +102,16 @@ def cmd_train(args) -> None:
     run = Path(args.run_dir) if args.run_dir else run_dir(config, args.task, args.dataset, args.model, args.seed)
     metrics = train_run(config, args.task, args.dataset, args.model, args.seed, run,
                         Path(args.pretrained) if args.pretrained else None)
-    print(f"{metrics['model']} on {metrics['dataset']}: F1 {metrics['f1']:.2f}, IoU {metrics['iou']:.2f} → {run}")
+    if metrics is not None:  # rank 0 of a multi-device run
+        print(f"{metrics['model']} on {metrics['dataset']}: F1 {metrics['f1']:.2f}, IoU {metrics['iou']:.2f} → {run}")
 
 
 def cmd_evaluate(args) -> None:
     from noise2map.training.run import evaluate_run
 
-    metrics = evaluate_run(Path(args.run_dir))
-    print(f"{metrics['model']} on {metrics['dataset']}: F1 {metrics['f1']:.2f}, IoU {metrics['iou']:.2f}")
+    metrics = evaluate_run(Path(args.run_dir), devices=args.devices, accelerator=args.accelerator)
+    if metrics is not None:  # rank 0 of a multi-device evaluation
+        print(f"{metrics['model']} on {metrics['dataset']}: F1 {metrics['f1']:.2f}, IoU {metrics['iou']:.2f}")
 
 
 def cmd_tables(args) -> None:
@@ -133,6 +138,57 @@ def cmd_bench(args) -> None:
         with atomic_path(args.output) as tmp:
             table.to_csv(tmp, index=False, float_format="%.4f")
         write_text(Path(args.output).with_suffix(".md"), markdown)
+
+
+def _bench_report(args, name: str, device: str, result: dict, markdown) -> None:
+    """Add machine, versions and settings to a benchmark's result; write JSON + Markdown; print the table."""
+    from noise2map.bench.common import default_output, machine_info, versions, write_report
+
+    result["machine"] = machine_info(device)
+    result["versions"] = versions()
+    text = markdown(result)
+    path, md = write_report(args.output or default_output(name, device), result, text)
+    print(text)
+    print(f"→ {path} and {md}")
+
+
+def _bench_threads(args) -> None:
+    if args.threads:
+        __import__("torch").set_num_threads(args.threads)
+
+
+def cmd_bench_loader(args) -> None:
+    from noise2map.bench import loader
+
+    _bench_threads(args)
+    result = loader.run(mosaics=args.mosaics, mosaic_size=args.mosaic_size, tile=args.tile_size, tiles=args.tiles,
+                        batch_size=args.batch_size, workers=args.workers, warmup_batches=args.warmup_batches,
+                        seed=args.seed, compress=args.compress, uint8=not args.no_uint8, workdir=args.workdir,
+                        progress=logging.getLogger("noise2map.bench").info)
+    _bench_report(args, "loader", "cpu", result, loader.markdown)
+
+
+def cmd_bench_train(args) -> None:
+    from noise2map.bench import train
+    from noise2map.bench.common import resolve_device
+
+    _bench_threads(args)
+    device = resolve_device(args.device)
+    result = train.run(args.model, args.size, args.batch_size, args.tile_size, args.steps, args.warmup,
+                       args.variants, device, args.optimizer, args.lr, args.compile_backend, args.seed,
+                       progress=logging.getLogger("noise2map.bench").info)
+    _bench_report(args, "train", device, result, train.markdown)
+
+
+def cmd_bench_infer(args) -> None:
+    from noise2map.bench import infer
+    from noise2map.bench.common import resolve_device
+
+    _bench_threads(args)
+    device = resolve_device(args.device)
+    result = infer.run(args.models, args.size, args.tile_size, args.batch_size, args.repeats, args.warmup, device,
+                       progress=logging.getLogger("noise2map.bench").info)
+    _bench_report(args, "infer", device, result, infer.markdown)
 
 
 def _config_default() -> dict:
@@ -223,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="re-score a run's best checkpoint on the test split")
     p.add_argument("run_dir")
+    p.add_argument("--devices", type=int, help="processes (each test tile is scored on exactly one)")
+    p.add_argument("--accelerator", choices=["cpu", "gpu", "auto"], help="default: the run's config")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tables", help="write a paper table from run metrics")
@@ -231,8 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("metrics", nargs="+", help="metrics.json of the runs")
     p.set_defaults(func=cmd_tables)
 
-    p = sub.add_parser("bench", help="benchmarks that print their figures")
-    p.add_argument("which", choices=["efficiency"])
+    bench = sub.add_parser("bench", help="benchmarks that print their figures")
+    modes = bench.add_subparsers(dest="which", required=True)
+
+    p = modes.add_parser("efficiency", help="parameters, FLOPs and latency of models (CSV + Markdown)")
     p.add_argument("--config", help="take models, size and tile size from a preset")
     p.add_argument("--models", nargs="+", help="registry keys (default: the preset's Table I models)")
     p.add_argument("--size", choices=["paper", "demo"])
@@ -241,6 +301,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--output", help="CSV path; the Markdown goes beside it")
     p.set_defaults(func=cmd_bench)
+
+    def common(p, name):
+        p.add_argument("--output", help=f"JSON path; the Markdown goes beside it (default results/bench/{name}_<cpu|gpu>.json)")
+        p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+        p.add_argument("--seed", type=int, default=0)
+
+    p = modes.add_parser("loader", help="tiles/s of the tile store against the released per-sample GeoTIFF read")
+    p.add_argument("--mosaics", type=int, default=8, help="synthetic SpaceNet7-sized mosaics to build")
+    p.add_argument("--mosaic-size", type=int, default=1024)
+    p.add_argument("--tile-size", type=int, default=256)
+    p.add_argument("--tiles", type=int, default=512, help="timed tiles per source and worker count")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, nargs="+", default=[0], help="DataLoader workers; the first gives 'speedup'")
+    p.add_argument("--warmup-batches", type=int, default=1, help="untimed first batches (worker start)")
+    p.add_argument("--compress", choices=["deflate", "lzw"], help="GeoTIFF compression (default none)")
+    p.add_argument("--no-uint8", action="store_true", help="leave out the informational uint8 tile-store rows")
+    p.add_argument("--workdir", help="parent of the temporary folder (default: the system's)")
+    common(p, "loader")
+    p.set_defaults(func=cmd_bench_loader)
+
+    from noise2map.bench.common import TRAIN_VARIANTS
+
+    p = modes.add_parser("train", help="Noise2Map training images/s, peak memory and MFU per speed setting")
+    p.add_argument("--model", default="noise2map-ss", help="registry key (default noise2map-ss)")
+    p.add_argument("--size", choices=["paper", "demo"], default="paper")
+    p.add_argument("--tile-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant (compilation included)")
+    p.add_argument("--variants", nargs="+", choices=TRAIN_VARIANTS, default=list(TRAIN_VARIANTS),
+                   help="fp32 always runs, as the reference")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--optimizer", choices=["adam", "adamw"], default="adam", help="as the preset's training.optimizer")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of compile/fastest")
+    common(p, "train")
+    p.set_defaults(func=cmd_bench_train)
+
+    p = modes.add_parser("infer", help="latency (batch 1) and throughput (batch B) of every registered model")
+    p.add_argument("--models", nargs="+", help="registry keys (default: every registered model)")
+    p.add_argument("--size", choices=["paper", "demo"], default="paper")
+    p.add_argument("--tile-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8, help="batch of the throughput figure")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per figure (median)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before each figure")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    common(p, "infer")
+    p.set_defaults(func=cmd_bench_infer)
 
     p = sub.add_parser("weights", help="fetch or list the pretrained checkpoints of the weight cache")
     p.add_argument("action", choices=["fetch", "list"])

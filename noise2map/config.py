@@ -152,8 +152,21 @@ def pretrain_settings(config: dict, unet: str = "noise2map") -> dict:
             "init": pretrain_init_names(config)}
 
 
+# Settings that change how a run is executed but not its results (device count included: the
+# batch sizes are global and the randomness is keyed by sample), so changing them neither
+# reruns a finished job nor discards a killed run's checkpoint.
+EXECUTION_SETTINGS = ("devices", "num_workers", "checkpoint_every_n_steps")
+
+
+def result_config(config: dict) -> dict:
+    """The config without its execution-only settings."""
+    training = {k: v for k, v in config["training"].items() if k not in EXECUTION_SETTINGS}
+    return {**config, "training": training}
+
+
 def run_settings(config: dict, task: str, dataset: str, model: str) -> dict:
-    training = {k: v for k, v in config["training"].items() if k not in ("datasets", "validation_split")}
+    training = {k: v for k, v in result_config(config)["training"].items()
+                if k not in ("datasets", "validation_split")}
     settings = {"tile_size": config["tile_size"], "model_size": config["model_size"], "training": training,
                 "task_settings": task_settings(config, dataset, task),
                 "validation_split": config["training"]["validation_split"].get(dataset),

@@ -83,11 +83,12 @@ class Noise2Map(nn.Module):
             h = F.interpolate(h, size=x_t.shape[-2:], mode="bilinear", align_corners=False)
         return self.output_conv(h)
 
-    def forward(self, *images: torch.Tensor, timesteps: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, *images: torch.Tensor, timesteps: torch.Tensor | None = None,
+                noise_keys: torch.Tensor | None = None) -> torch.Tensor:
         if timesteps is None:
             timesteps = torch.full((images[0].shape[0],), self.num_train_timesteps - 1,
                                    dtype=torch.long, device=images[0].device)
-        return self.denoise(self.noising(images, timesteps), timesteps)
+        return self.denoise(self.noising(images, timesteps, noise_keys=noise_keys), timesteps)
 
     def load_pretrained_unet(self, state_dict: dict) -> None:
         """Start fine-tuning from a pretrained denoising UNet (the AID pretraining stage)."""

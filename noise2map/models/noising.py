@@ -59,24 +59,33 @@ class TaskNoising(torch.nn.Module):
     def num_train_timesteps(self) -> int:
         return int(self.alphas_cumprod.numel())
 
-    def clean_and_noise(self, images: tuple[torch.Tensor, ...], generator=None):
-        """Return (x, n): the clean input and the task's noise, both [B, C, H, W]."""
+    def clean_and_noise(self, images: tuple[torch.Tensor, ...], generator=None, noise_keys=None):
+        """Return (x, n): the clean input and the task's noise, both [B, C, H, W].
+
+        ``noise_keys`` (int64 [B]) draws each sample's Gaussian noise from its own key, so the
+        noise does not depend on which device or batch the sample lands in.
+        """
         if self.task == "cd":
             pre, post = images
             return torch.cat([pre, post], 1), torch.cat([post, pre], 1)
         (image,) = images
         if self.ss_noise == "image":
             return image, image
+        if noise_keys is not None:
+            from noise2map.keyed_random import keyed_normal
+
+            return image, keyed_normal(noise_keys, tuple(image.shape[1:]), image.device, image.dtype)
         noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
         return image, noise
 
-    def forward(self, images: tuple[torch.Tensor, ...], timesteps: torch.Tensor, generator=None) -> torch.Tensor:
+    def forward(self, images: tuple[torch.Tensor, ...], timesteps: torch.Tensor, generator=None,
+                noise_keys=None) -> torch.Tensor:
         """x(t) = √ᾱ_t·x + √(1−ᾱ_t)·n, per sample.
 
         Args:
             images: (image,) for SS or (pre, post) for CD, each float [B, 3, H, W] in [-1, 1].
             timesteps: int64 [B] in [0, T).
         """
-        x, noise = self.clean_and_noise(images, generator)
+        x, noise = self.clean_and_noise(images, generator, noise_keys)
         abar = self.alphas_cumprod.to(x.device)[timesteps].to(x.dtype).view(-1, 1, 1, 1)
         return abar.sqrt() * x + (1 - abar).sqrt() * noise

@@ -10,6 +10,7 @@ resolved config of the run), ``checkpoints/{best,last}.ckpt``, ``train_log/metri
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,9 +20,9 @@ import torch
 import yaml
 
 from noise2map import __version__
-from noise2map.config import (DATASET_NAMES, model_weight_names, prepared_dir, pretrain_init_names, task_settings,
-                              validate_config)
-from noise2map.errors import CheckpointError
+from noise2map.config import (DATASET_NAMES, model_weight_names, prepared_dir, pretrain_init_names, result_config,
+                              task_settings, validate_config)
+from noise2map.errors import CheckpointError, ConfigError
 from noise2map.io import atomic_path, write_json, write_text
 from noise2map.metrics import COUNTS, scores_from_counts
 
@@ -48,43 +49,109 @@ def model_options(config: dict, model_key: str) -> dict:
     return options
 
 
-def _loader(dataset, batch_size: int, workers: int, shuffle: bool, seed: int):
-    from noise2map.training.seeding import EpochShuffleSampler
+def num_devices(train: dict) -> int:
+    """Processes a job runs: ``devices`` as given, or every visible GPU for ``auto``."""
+    devices = train["devices"]
+    if devices == "auto":
+        gpu = train["accelerator"] in ("gpu", "auto") and torch.cuda.is_available()
+        return torch.cuda.device_count() if gpu else 1
+    if not isinstance(devices, int) or devices < 1:
+        raise ConfigError(f"training.devices must be a positive integer or 'auto', got {devices!r}")
+    return devices
 
-    sampler = EpochShuffleSampler(len(dataset), seed) if shuffle else None
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+def _cluster_environment():
+    """srun with one task per device: SLURM starts the processes; otherwise (a SLURM job with
+    one task and N GPUs included) the Trainer starts its own N processes."""
+    from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and SLURMEnvironment.detect():
+        return SLURMEnvironment(auto_requeue=False)
+    return LightningEnvironment()
 
 
-def _trainer(config: dict, run: Path, max_epochs: int, callbacks=(), **kwargs):
+def _trainer(config: dict, run: Path, max_epochs: int = 1, callbacks=(), devices: int | None = None,
+             find_unused: bool = False, precision: str | None = None, **kwargs):
+    """A Trainer on ``devices`` processes (DDP: NCCL on GPUs, gloo on CPUs) with atomic checkpoints."""
     import lightning as L
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from noise2map.training.checkpoints import AtomicCheckpointIO
+
+    train = config["training"]
+    n = devices or num_devices(train)
+    strategy = DDPStrategy(find_unused_parameters=find_unused) if n > 1 else "auto"
+    on_gpu = train["accelerator"] == "gpu" or (train["accelerator"] == "auto" and torch.cuda.is_available())
+    return L.Trainer(
+        default_root_dir=run, max_epochs=max_epochs, accelerator=train["accelerator"], devices=n,
+        # BatchNorm statistics over the global batch, as one device would compute them
+        # (torch's SyncBatchNorm is GPU-only: CPU processes keep per-process statistics).
+        strategy=strategy, sync_batchnorm=n > 1 and on_gpu, use_distributed_sampler=False,
+        precision=precision or train["precision"], plugins=[_cluster_environment(), AtomicCheckpointIO()],
+        deterministic="warn", enable_model_summary=False, callbacks=list(callbacks), **kwargs)
+
+
+def _fit_trainer(config: dict, run: Path, max_epochs: int, callbacks=(), log_name="train_log", **kwargs):
     from lightning.pytorch.loggers import CSVLogger
 
     train = config["training"]
-    return L.Trainer(
-        default_root_dir=run, max_epochs=max_epochs, max_steps=train.get("max_steps", -1),
-        accelerator=train["accelerator"], devices=train["devices"], precision=train["precision"],
-        accumulate_grad_batches=train["grad_accumulation"],
-        check_val_every_n_epoch=train.get("val_every_n_epochs", 1),
-        logger=CSVLogger(run, name="train_log", version=""), callbacks=list(callbacks),
-        deterministic="warn", enable_model_summary=False, log_every_n_steps=1, **kwargs)
+    return _trainer(config, run, max_epochs, callbacks, max_steps=train.get("max_steps", -1),
+                    accumulate_grad_batches=train["grad_accumulation"],
+                    check_val_every_n_epoch=train.get("val_every_n_epochs", 1),
+                    logger=CSVLogger(run, name=log_name, version=""), log_every_n_steps=1, **kwargs)
 
 
-def write_run_config(config: dict, run: Path, **run_fields) -> dict:
+def _train_loader(dataset, global_batch: int, workers: int, seed: int, trainer):
+    """The rank's slices of the global batches (the same steps on any number of devices)."""
+    from noise2map.training.seeding import GlobalBatchSampler, ResumableLoader
+
+    if global_batch % trainer.world_size:
+        raise ConfigError(f"batch size {global_batch} is not divisible by {trainer.world_size} devices: "
+                          "the batch size in the config is the global batch, split evenly over devices")
+    sampler = GlobalBatchSampler(len(dataset), global_batch, seed, True, trainer.global_rank, trainer.world_size)
+    return ResumableLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
+                           pin_memory=torch.cuda.is_available())
+
+
+def _eval_loader(dataset, batch_size: int, workers: int, trainer):
+    """Each tile on exactly one rank: no padding, no dropped tail."""
+    from noise2map.training.seeding import shard
+
+    if len(dataset) < trainer.world_size:
+        raise ConfigError(f"{dataset.root}/{dataset.split} has {len(dataset)} tiles, fewer than the "
+                          f"{trainer.world_size} devices: evaluate on fewer devices")
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                       sampler=shard(len(dataset), trainer.global_rank, trainer.world_size),
+                                       num_workers=workers, pin_memory=torch.cuda.is_available())
+
+
+def write_run_config(config: dict, run: Path, write: bool = True, **run_fields) -> dict:
     """The run's resolved config: the preset plus what this run is, version and commit."""
     resolved = {**config, "run": {**run_fields, "noise2map_version": __version__, "git_commit": _git_commit()}}
-    write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    if write:
+        write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     return resolved
+
+
+def _rank() -> int:
+    """This process's global rank (0 outside DDP), known before the Trainer exists."""
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return _get_rank() or 0
 
 
 def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, run: Path,
               pretrained_unet: Path | None = None) -> dict:
-    """Train one model, keep its best-by-validation checkpoint, then evaluate it on test."""
+    """Train one model, keep its best-by-validation checkpoint, then evaluate it on test.
+
+    On N devices every process runs this function (the Trainer re-launches the command);
+    only rank 0 writes the run folder's files.
+    """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from noise2map.data import TileDataset
-    from noise2map.training.seeding import EpochSeed
+    from noise2map.training.seeding import ResumableEpochs
     from noise2map.training.tasks import DiscriminativeTask
 
     validate_config(config)
@@ -92,15 +159,14 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     run.mkdir(parents=True, exist_ok=True)
     fields = {"task": task, "dataset": dataset, "model": model_key, "seed": seed,
               "pretrained_unet": str(pretrained_unet) if pretrained_unet else None}
-    _discard_stale_checkpoints(run, config, fields)
-    config = write_run_config(config, run, **fields)
+    if _rank() == 0:
+        _discard_stale_checkpoints(run, config, fields)
+    config = write_run_config(config, run, write=_rank() == 0, **fields)
     L.seed_everything(seed, workers=True)
     settings = task_settings(config, dataset, task)
     store = prepared_dir(config, dataset, task)
     val_split = config["training"]["validation_split"].get(dataset, "val")
     workers = config["training"]["num_workers"]
-    train_loader = _loader(TileDataset(store, "train"), settings["batch_size"], workers, True, seed)
-    val_loader = _loader(TileDataset(store, val_split), settings["batch_size"], workers, False, seed)
 
     module = DiscriminativeTask(
         model_key, task, config["model_size"], model_options(config, model_key), settings["class_weights"],
@@ -113,17 +179,25 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     _load_pretrained_encoder(config, model_key, module.model)
 
     ckpt_dir = run / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
     # best.ckpt: weights of the best-by-validation epoch (all evaluation needs); last.ckpt:
-    # full state for resuming a killed run, dropped once the run has finished.
+    # full state for resuming a killed run (every N steps and each epoch end), dropped once
+    # the run has finished.
     best_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
                                 save_weights_only=True, enable_version_counter=False)
     last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False)
-    trainer = _trainer(config, run, settings["max_epochs"], [best_ckpt, last_ckpt, EpochSeed(seed)])
-    last = ckpt_dir / "last.ckpt"
+    resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
+    trainer = _fit_trainer(config, run, settings["max_epochs"], [best_ckpt, last_ckpt, resumable],
+                           find_unused=not model_key.startswith("noise2map"))
+    train_loader = _train_loader(TileDataset(store, "train"), settings["batch_size"], workers, seed, trainer)
+    resumable.sampler = train_loader.batch_sampler
+    val_loader = _eval_loader(TileDataset(store, val_split), settings["batch_size"], workers, trainer)
     trainer.fit(module, train_loader, val_loader, ckpt_path=last if last.exists() else None)
     best = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else ckpt_dir / "best.ckpt"
-    metrics = evaluate_run(run, best, config=config)
-    last.unlink(missing_ok=True)
+    metrics = evaluate_run(run, best, config=config,
+                           trainer=_trainer(config, run, logger=False, enable_checkpointing=False))
+    if trainer.global_rank == 0:
+        last.unlink(missing_ok=True)
     return metrics
 
 
@@ -134,7 +208,8 @@ def _discard_stale_checkpoints(run: Path, config: dict, fields: dict) -> None:
         return
     old = yaml.safe_load(old_path.read_text()) if old_path.is_file() else None
     old_fields = {k: v for k, v in (old or {}).get("run", {}).items() if k in fields}
-    same = old is not None and old_fields == fields and {k: v for k, v in old.items() if k != "run"} == config
+    same = (old is not None and old_fields == fields
+            and result_config({k: v for k, v in old.items() if k != "run"}) == result_config(config))
     if not same:
         log.warning("%s holds checkpoints of another config; starting afresh", ckpts)
         shutil.rmtree(ckpts)
@@ -164,14 +239,23 @@ def _load_state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None = None) -> dict:
-    """Score the run's best checkpoint on the test split: tile_counts.csv + metrics.json."""
+def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None = None,
+                 devices: int | None = None, accelerator: str | None = None, trainer=None) -> dict | None:
+    """Score the run's best checkpoint on the test split: tile_counts.csv + metrics.json.
+
+    On N devices each rank scores its own shard (each tile exactly once) and rank 0 writes
+    the files; other ranks return None.
+    """
     from noise2map.data import TileDataset
     from noise2map.training.tasks import DiscriminativeTask
 
     run = Path(run)
     if config is None:
         config = yaml.safe_load((run / "config.yaml").read_text())
+    if devices or accelerator:
+        train = dict(config["training"])
+        train.update({k: v for k, v in (("devices", devices), ("accelerator", accelerator)) if v})
+        config = {**config, "training": train}
     fields = config.get("run", {})
     checkpoint = Path(checkpoint or run / "checkpoints" / "best.ckpt")
     if not checkpoint.is_file():
@@ -179,13 +263,11 @@ def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None 
     module = DiscriminativeTask.load_from_checkpoint(checkpoint, map_location="cpu")
     task, dataset = module.hparams.task, fields.get("dataset") or _dataset_from_run(run)
     test_set = TileDataset(prepared_dir(config, dataset, task), "test")
-    loader = _loader(test_set, task_settings(config, dataset, task)["batch_size"], 0, False, 0)
-    import lightning as L
-
-    trainer = L.Trainer(accelerator=config["training"]["accelerator"], devices=1, logger=False,
-                        precision=config["training"]["precision"], enable_model_summary=False,
-                        enable_checkpointing=False)
+    trainer = trainer or _trainer(config, run, logger=False, enable_checkpointing=False)
+    loader = _eval_loader(test_set, task_settings(config, dataset, task)["batch_size"], 0, trainer)
     trainer.test(module, loader, verbose=False)
+    if trainer.global_rank != 0:
+        return None
     rows = torch.cat(module.test_rows).numpy()
     counts = pd.DataFrame(rows, columns=["index", *COUNTS]).sort_values("index")
     if counts["index"].duplicated().any() or len(counts) != len(test_set):
@@ -228,15 +310,14 @@ def pretrain_run(config: dict, out_dir: Path, unet_kind: str = "noise2map") -> P
 
     from baselines.noise2map_models import unet_config
     from noise2map.data import TileDataset
-    from noise2map.training.seeding import EpochSeed
+    from noise2map.training.seeding import ResumableEpochs
     from noise2map.training.tasks import DenoisingPretraining, SR3Pretraining
 
     validate_config(config)
     out_dir = Path(out_dir)
     pre = config["pretrain"]
-    L.seed_everything(config["seeds"][0], workers=True)
-    loader = _loader(TileDataset(prepared_dir(config, pre["dataset"], "pretrain"), "train"), pre["batch_size"],
-                     config["training"]["num_workers"], True, config["seeds"][0])
+    seed = config["seeds"][0]
+    L.seed_everything(seed, workers=True)
     if unet_kind == "sr3":
         module = SR3Pretraining(config["model_size"], pre["lr"], pre["weight_decay"], pre["warmup_steps"])
     else:
@@ -250,15 +331,18 @@ def pretrain_run(config: dict, out_dir: Path, unet_kind: str = "noise2map") -> P
     from lightning.pytorch.loggers import CSVLogger
 
     ckpt_dir = out_dir / f"checkpoints_{unet_kind}"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, enable_version_counter=False)
-    trainer = L.Trainer(default_root_dir=out_dir, max_epochs=pre["epochs"], max_steps=pre.get("max_steps", -1),
-                        accelerator=config["training"]["accelerator"], devices=config["training"]["devices"],
-                        precision=pre.get("precision", "32-true"),
-                        callbacks=[checkpoint, EpochSeed(config["seeds"][0])],
-                        logger=CSVLogger(out_dir, name=f"train_log_{unet_kind}", version=""), deterministic="warn",
-                        enable_model_summary=False, log_every_n_steps=1)
     last = ckpt_dir / "last.ckpt"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, enable_version_counter=False)
+    resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
+    trainer = _trainer(config, out_dir, pre["epochs"], [checkpoint, resumable], max_steps=pre.get("max_steps", -1),
+                       precision=pre.get("precision", "32-true"), log_every_n_steps=1,
+                       logger=CSVLogger(out_dir, name=f"train_log_{unet_kind}", version=""))
+    loader = _train_loader(TileDataset(prepared_dir(config, pre["dataset"], "pretrain"), "train"),
+                           pre["batch_size"], config["training"]["num_workers"], seed, trainer)
+    resumable.sampler = loader.batch_sampler
     trainer.fit(module, loader, ckpt_path=last if last.exists() else None)
+    if trainer.global_rank != 0:
+        return out_dir / f"{unet_kind}_unet.pt"
     target = out_dir / f"{unet_kind}_unet.pt"
     with atomic_path(target) as tmp:
         torch.save(module.unet.state_dict(), tmp)

@@ -1,48 +1,181 @@
-"""Randomness keyed by (seed, epoch), so a run resumed at an epoch boundary is exact.
+"""Randomness keyed by what it is for, so resumed and data-parallel runs equal a plain one.
 
-A killed training resumes from the last epoch-end checkpoint. For the rest of the run to
-match an uninterrupted one, each epoch's shuffle and random draws (timesteps, dropout) must
-depend only on the seed and the epoch number, not on how much randomness was used before.
+Three properties the benchmark relies on:
+
+* **Resume at any step.** Each epoch's order is drawn from (seed, epoch), and the global
+  generators are reseeded from (seed, epoch, batch) before every batch, so a run resumed
+  from a mid-epoch checkpoint draws what the uninterrupted run drew — however much
+  randomness was used before the kill.
+* **Device count does not change the run.** The per-sample draws of the training objective
+  (Noise2Map's timestep, Gaussian noise) are keyed by (seed, epoch, sample index), never by
+  the device that happens to process the sample; and each device takes its slice of the same
+  global batch (:class:`GlobalBatchSampler`), so N processes see exactly the samples one
+  process would.
+* **Exactly once at evaluation.** :func:`shard` gives rank r the tiles r, r+N, ... — no
+  padding, no dropped tail (a padded distributed sampler scores some tiles twice).
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import signal
 
 import lightning as L
 import numpy as np
 import torch
 
+from noise2map.keyed_random import epoch_seed, keyed_normal, keyed_randint, sample_keys  # noqa: F401
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch) % 2**31
+log = logging.getLogger(__name__)
+
+def shard(n: int, rank: int, world_size: int) -> list[int]:
+    """Rank ``rank``'s indices of range(n) for evaluation: each index on exactly one rank."""
+    return list(range(rank, n, world_size))
 
 
-class EpochShuffleSampler(torch.utils.data.Sampler[int]):
-    """A permutation of range(n) drawn from (seed, epoch); Lightning calls ``set_epoch``."""
+class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """This rank's slice of each global batch of a (seed, epoch) permutation.
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    Global batch i is ``perm[i*B:(i+1)*B]``; rank r of N takes the r-th of N near-equal
+    slices, so the union over ranks of every step is the batch one process would see. A last
+    global batch too short to give every rank a sample is dropped (DDP needs the same number
+    of steps on every rank). ``done`` counts the batches of the current epoch already
+    trained (kept up to date by :class:`ResumableEpochs`); a resumed epoch skips them.
+
+    Args:
+        n: data set size. global_batch: samples per step over all ranks.
+        seed: run seed. shuffle: permute (training) or keep order.
+        rank, world_size: this process and the number of processes.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1):
+        if global_batch % world_size:
+            raise ValueError(f"global batch {global_batch} is not divisible by {world_size} devices")
+        self.n, self.global_batch, self.seed, self.shuffle = n, global_batch, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.done, self.skip, self.resumed = 0, 0, 0, False
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def global_batches(self) -> list[list[int]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+            order = torch.randperm(self.n, generator=generator).tolist()
+        else:
+            order = list(range(self.n))
+        batches = [order[i:i + self.global_batch] for i in range(0, self.n, self.global_batch)]
+        if batches and len(batches[-1]) < self.world_size:
+            batches.pop()
+        return batches
+
     def __iter__(self):
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        for batch in self.global_batches()[self.skip:]:
+            yield np.array_split(batch, self.world_size)[self.rank].tolist()
 
     def __len__(self) -> int:
-        return self.n
+        return max(len(self.global_batches()) - self.skip, 0)
 
 
-class EpochSeed(L.Callback):
-    """Reseeds the global generators at the start of every training epoch."""
+class ResumableLoader(torch.utils.data.DataLoader):
+    """A DataLoader over a :class:`GlobalBatchSampler` whose position goes into checkpoints.
 
-    def __init__(self, seed: int):
-        self.seed = seed
+    The Trainer saves ``state_dict()`` with every checkpoint and calls ``load_state_dict``
+    before it iterates on resume, so a run killed mid-epoch carries on with the next batch.
+    """
 
+    def state_dict(self) -> dict:
+        return {"epoch": self.batch_sampler.epoch, "done": self.batch_sampler.done}
+
+    def load_state_dict(self, state: dict) -> None:
+        sampler = self.batch_sampler
+        sampler.epoch, sampler.done = state["epoch"], state["done"]
+        finished = state["done"] >= len(sampler.global_batches())
+        if finished:  # saved at the end of the epoch: the next one starts from its beginning
+            sampler.epoch, sampler.done = state["epoch"] + 1, 0
+        sampler.skip, sampler.resumed = sampler.done, not finished
+
+
+class ResumableEpochs(L.Callback):
+    """Keys the run's randomness to (seed, epoch, batch) and writes resumable checkpoints.
+
+    Before each batch the global generators are reseeded from (seed, epoch, batch, rank).
+    Every ``every_n_steps`` optimiser steps the full training state (the loader's position
+    included) goes to ``checkpoint_path``. On SIGTERM or SIGUSR1 (what SLURM sends before a
+    time limit) every rank writes that checkpoint at the next optimiser step and the run
+    exits with status 128 + signal, so the scheduler's rerun resumes from there.
+
+    Args:
+        seed: run seed. sampler: the training loader's :class:`GlobalBatchSampler`.
+        checkpoint_path: the run's ``last.ckpt``. every_n_steps: 0 = only on a signal.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self, seed: int, sampler: GlobalBatchSampler, checkpoint_path=None, every_n_steps: int = 0):
+        self.seed, self.sampler = seed, sampler
+        self.checkpoint_path, self.every_n_steps = checkpoint_path, every_n_steps
+        self.signalled = 0
+        self._previous: dict = {}
+
+    # signals: installed after the Trainer's own, which would stop mid-accumulation ------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: no handler
+                pass
+
+    def _restore_signals(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore_signals()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore_signals()
+
+    def _on_signal(self, signum, frame) -> None:
+        log.warning("signal %d: writing a checkpoint at the next optimiser step, then stopping", signum)
+        self.signalled = int(signum)
+
+    # epochs and batches -------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        s = epoch_seed(self.seed, trainer.current_epoch)
+        sampler = self.sampler
+        sampler.set_epoch(trainer.current_epoch)
+        if not sampler.resumed:
+            sampler.done = sampler.skip = 0
+        sampler.resumed = False
+        pl_module.sample_seed, pl_module.sample_epoch = self.seed, trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.sampler.skip = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        s = epoch_seed(self.seed, self.sampler.epoch) * 65_537 + self.sampler.done * 257 + trainer.global_rank
+        s %= 2**31
         torch.manual_seed(s)
         np.random.seed(s)
         random.seed(s)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.sampler.done += 1
+        if self.sampler.done % trainer.accumulate_grad_batches:
+            return  # mid-accumulation: summed gradients are not in a checkpoint
+        signalled = self._signal_on_any_rank(trainer)
+        due = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
+        if self.checkpoint_path is not None and (due or signalled):
+            trainer.save_checkpoint(self.checkpoint_path)
+        if signalled:
+            raise SystemExit(128 + signalled)
+
+    def _signal_on_any_rank(self, trainer) -> int:
+        if trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return self.signalled
+        flag = torch.tensor([self.signalled], device=trainer.strategy.root_device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())

@@ -6,7 +6,23 @@ import lightning as L
 import torch
 from torch.nn import functional as F
 
+from noise2map.keyed_random import keyed_normal, keyed_randint, sample_keys
 from noise2map.metrics import tile_counts
+
+
+def global_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """This rank's share of a mean over the global batch: DDP averages the ranks' gradients,
+    so ``total · world / Σ_ranks count`` makes that average the one-process gradient, also
+    when the ranks' slices differ in size or class weight."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        count = count.detach().clone()
+        torch.distributed.all_reduce(count)
+        return total * torch.distributed.get_world_size() / count.clamp(min=1e-12)
+    return total / count.clamp(min=1e-12)
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def task_inputs(batch: dict, task: str) -> tuple[torch.Tensor, ...]:
@@ -41,6 +57,7 @@ class DiscriminativeTask(L.LightningModule):
         self.model = build_model(model_key, model_size, num_classes=2, **(model_options or {}))
         self.register_buffer("class_weights", torch.tensor(class_weights, dtype=torch.float32), persistent=False)
         self.test_rows: list[torch.Tensor] = []
+        self.sample_seed, self.sample_epoch = 0, 0  # set each epoch by ResumableEpochs
 
     @property
     def timestep_conditioned(self) -> bool:
@@ -51,28 +68,46 @@ class DiscriminativeTask(L.LightningModule):
         if not self.timestep_conditioned:
             return self.model(*images)
         n = images[0].shape[0]
-        if stage == "train":
-            t = torch.randint(0, self.model.num_train_timesteps, (n,), device=self.device)
+        if stage == "train":  # keyed by sample, not by device or batch: see keyed_random
+            keys = sample_keys(self.sample_seed, self.sample_epoch, batch["index"].to(self.device))
+            t = keyed_randint(keys, self.model.num_train_timesteps)
+            return self.model(*images, timesteps=t, noise_keys=keys)
         else:
             fixed = self.hparams.val_timestep if stage == "val" else self.hparams.test_timestep
             t = torch.full((n,), fixed, dtype=torch.long, device=self.device)
         return self.model(*images, timesteps=t)
 
-    def _loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), mask, weight=self.class_weights)
+    def _nll(self, logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Σ of the class-weighted pixel losses and Σ of their weights (weighted CE = ratio)."""
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp16/bf16 → fp32
+        weights = self.class_weights.to(logits.dtype)
+        return F.cross_entropy(logits, mask, weight=weights, reduction="sum"), weights[mask].sum()
 
     def training_step(self, batch, batch_idx):
-        loss = self._loss(self(batch, "train"), batch["mask"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["mask"].shape[0])
+        nll, weight = self._nll(self(batch, "train"), batch["mask"])
+        loss = global_mean(nll, weight)
+        # The ranks' mean of their shares is the global-batch loss.
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch["mask"].shape[0],
+                 sync_dist=_distributed())
         return loss
+
+    def on_validation_epoch_start(self):
+        self._val_sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # nll, weight, tp, fp, fn
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch, "val")
-        n = batch["mask"].shape[0]
-        self.log("val/loss", self._loss(logits, batch["mask"]), prog_bar=True, batch_size=n, sync_dist=True)
-        counts = tile_counts(logits, batch["mask"]).sum(0).float()
-        tp, fp, fn, _ = counts
-        self.log("val/f1_pos", 2 * tp / (2 * tp + fp + fn).clamp(min=1), batch_size=n, sync_dist=True)
+        nll, weight = self._nll(logits, batch["mask"])
+        tp, fp, fn, _ = tile_counts(logits, batch["mask"]).sum(0).double()
+        self._val_sums += torch.stack([nll.double(), weight.double(), tp, fp, fn])
+
+    def on_validation_epoch_end(self):
+        # Sums over the whole split (each tile on one rank), not a mean of per-batch means.
+        sums = self._val_sums.clone()
+        if _distributed():
+            torch.distributed.all_reduce(sums)
+        nll, weight, tp, fp, fn = sums.tolist()
+        self.log("val/loss", nll / max(weight, 1e-12), prog_bar=True, sync_dist=False)
+        self.log("val/f1_pos", 2 * tp / max(2 * tp + fp + fn, 1.0), sync_dist=False)
 
     def test_step(self, batch, batch_idx):
         counts = tile_counts(self(batch, "test"), batch["mask"])
@@ -80,6 +115,15 @@ class DiscriminativeTask(L.LightningModule):
 
     def on_test_epoch_start(self):
         self.test_rows = []
+
+    def on_test_epoch_end(self):
+        """Every rank ends with all ranks' rows (the shards are disjoint, see seeding.shard)."""
+        rows = torch.cat(self.test_rows) if self.test_rows else torch.zeros(0, 5, dtype=torch.long)
+        if _distributed():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = torch.cat(gathered)
+        self.test_rows = [rows]
 
     def configure_optimizers(self):
         cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[self.hparams.optimizer]
@@ -90,9 +134,13 @@ class _Pretraining(L.LightningModule):
     """Self-supervised pretraining of a denoising UNet on the AID sample (paper §IV-B): AdamW,
     linear warm-up then cosine decay. Subclasses define ``self.unet`` and ``denoising_loss``."""
 
+    sample_seed, sample_epoch = 0, 0  # set each epoch by ResumableEpochs
+
     def training_step(self, batch, batch_idx):
-        loss = self.denoising_loss(batch["image"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        keys = sample_keys(self.sample_seed, self.sample_epoch, batch["index"].to(self.device))
+        loss = self.denoising_loss(batch["image"], keys)
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch["image"].shape[0],
+                 sync_dist=_distributed())
         return loss
 
     def configure_optimizers(self):
@@ -128,12 +176,17 @@ class DenoisingPretraining(_Pretraining):
         sched = make_scheduler(**(scheduler or {}))
         self.register_buffer("alphas_cumprod", sched.alphas_cumprod.clone().float(), persistent=False)
 
-    def denoising_loss(self, x: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn_like(x)
-        t = torch.randint(0, self.alphas_cumprod.numel(), (x.shape[0],), device=x.device)
+    def denoising_loss(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """ε-MSE over the global batch; ``keys`` (one per sample) fix each sample's t and ε."""
+        if keys is None:
+            keys = torch.randint(0, 2**31 - 1, (x.shape[0],), device=x.device)
+        noise = keyed_normal(keys, tuple(x.shape[1:]), x.device, x.dtype)
+        t = keyed_randint(keys, self.alphas_cumprod.numel())
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(x.dtype)
         x_t = abar.sqrt() * x + (1 - abar).sqrt() * noise
-        return F.mse_loss(self.unet(x_t, t).sample.float(), noise.float())
+        wide = torch.promote_types(x.dtype, torch.float32)
+        sq = F.mse_loss(self.unet(x_t, t).sample.to(wide), noise.to(wide), reduction="sum")
+        return global_mean(sq, torch.tensor(float(noise.numel()), device=x.device))
 
 
 class SR3Pretraining(_Pretraining):
@@ -147,7 +200,8 @@ class SR3Pretraining(_Pretraining):
         self.save_hyperparameters()
         self.unet = build_unet(size)
 
-    def denoising_loss(self, x: torch.Tensor) -> torch.Tensor:
+    def denoising_loss(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """SR3's own draws come from the global generator, reseeded per batch and rank."""
         from baselines.ddpm_cd import pretraining_loss
 
         return pretraining_loss(self.unet, x)
