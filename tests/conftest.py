@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def venv_on_path():
+    """Snakemake rules call the ``noise2map`` command: the one installed beside this Python."""
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
 
 
 class FileServer:

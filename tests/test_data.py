@@ -124,7 +124,7 @@ def test_generate_refuses_foreign_dir(tmp_path):
         generate("nope", tmp_path)
 
 
-def test_determinism(raw, tmp_path):
+def test_generation_and_preparation_are_reproducible(raw, tmp_path):
     generate_all(tmp_path / "a", seed=0)
     assert file_hashes(tmp_path / "a") == file_hashes(raw)
     generate("whu-cd", tmp_path / "b", seed=1)

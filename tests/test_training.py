@@ -28,7 +28,7 @@ def _counts(run):
     return pd.read_csv(run / "tile_counts.csv")
 
 
-def test_same_seed_and_config_give_identical_metrics(config, tmp_path):
+def test_determinism_same_seed_and_config_give_identical_metrics(config, tmp_path):
     first = train_run(config, "cd", "whu", "fc-siam-conc", 3, tmp_path / "a")
     second = train_run(config, "cd", "whu", "fc-siam-conc", 3, tmp_path / "b")
     assert {k: first[k] for k in ("tp", "fp", "fn", "tn")} == {k: second[k] for k in ("tp", "fp", "fn", "tn")}

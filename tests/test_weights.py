@@ -43,7 +43,7 @@ def test_fetch_records_source_and_sha256_then_loads_offline(file_server, mit_b0_
     assert len(file_server.requests) == n
 
 
-def test_interrupted_download_resumes_with_a_range_request(file_server, tmp_path):
+def test_interrupted_download_continues_with_a_range_request(file_server, tmp_path):
     body = bytes(range(256)) * 4096  # 1 MiB
     file_server.files["big.bin"] = body
     file_server.cut["big.bin"] = 300_000

@@ -76,7 +76,8 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
             yield np.array_split(batch, self.world_size)[self.rank].tolist()
 
     def __len__(self) -> int:
-        return max(len(self.global_batches()) - self.skip, 0)
+        # The whole epoch, also when resuming: the Trainer counts the skipped batches as done.
+        return len(self.global_batches())
 
 
 class ResumableLoader(torch.utils.data.DataLoader):

@@ -210,7 +210,7 @@ def test_load_unet_maps_official_and_suite_checkpoints():
         build("demo").load_unet({"init_conv.weight": torch.zeros(1)})
 
 
-def test_demo_is_a_ddpmcd_with_options():
+def test_demo_build_takes_its_options():
     model = build("demo", time_steps=[50, 100], seed=1)
     assert isinstance(model, DDPMCD) and model.time_steps == (50, 100)
     with pytest.raises(ValueError):

@@ -1,0 +1,210 @@
+"""Scale-out and fault tolerance: data-parallel training equals one process, a run killed at
+any step resumes to the same result, each evaluation tile is scored exactly once.
+
+Name groups: ``pytest -k ddp`` (data parallel), ``-k resume`` (kill and resume), ``-k slurm``
+(tests/test_slurm.py) and ``-k determinis`` (same seed, same result).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from noise2map.config import load_config, prepared_dir
+from noise2map.data import generate, prepare
+from noise2map.keyed_random import keyed_normal, keyed_randint, sample_keys
+from noise2map.training.seeding import GlobalBatchSampler, ResumableLoader, shard
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "workflow/config/demo.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# units: the sampler, the shards and the keyed draws
+# ---------------------------------------------------------------------------------------------
+def test_ddp_rank_slices_make_up_the_one_process_batches():
+    one = list(GlobalBatchSampler(19, 4, seed=3))
+    for world in (2, 4):
+        ranks = [list(GlobalBatchSampler(19, 4, seed=3, rank=r, world_size=world)) for r in range(world)]
+        assert len({len(r) for r in ranks}) == 1  # every rank takes the same number of steps
+        for step in range(len(ranks[0])):
+            assert sorted(sum((r[step] for r in ranks), [])) == sorted(one[step])
+    assert [len(b) for b in one] == [4, 4, 4, 4, 3]
+    # a last global batch of 3 cannot feed 4 ranks: dropped on every rank alike
+    assert len(list(GlobalBatchSampler(19, 4, seed=3, rank=0, world_size=4))) == 4
+
+
+def test_ddp_global_batch_must_split_evenly():
+    with pytest.raises(ValueError, match="not divisible by 3 devices"):
+        GlobalBatchSampler(10, 4, seed=0, world_size=3)
+
+
+def test_ddp_evaluation_shards_score_each_tile_exactly_once():
+    for n, world in ((5, 2), (7, 3), (4, 4)):
+        shards = [shard(n, r, world) for r in range(world)]
+        assert sorted(sum(shards, [])) == list(range(n))
+    assert shard(5, 0, 2) == [0, 2, 4] and shard(5, 1, 2) == [1, 3]
+
+
+def test_ddp_keyed_draws_depend_on_the_sample_not_the_batch():
+    index = torch.tensor([7, 3, 11, 0])
+    keys = sample_keys(5, 2, index)
+    alone = sample_keys(5, 2, index[2:3])
+    assert keys[2] == alone[0] and keys.unique().numel() == 4
+    assert not torch.equal(keys, sample_keys(5, 3, index))  # another epoch, other draws
+    t = keyed_randint(keys, 1000)
+    assert ((t >= 0) & (t < 1000)).all()
+    noise = keyed_normal(keys, (3, 8, 8), "cpu", torch.float32)
+    assert torch.equal(noise[2], keyed_normal(alone, (3, 8, 8), "cpu", torch.float32)[0])
+    # timesteps of consecutive indices are uniform: χ² of 20 000 keys over 10 bins below the
+    # 0.1 % critical value of 9 degrees of freedom (27.88)
+    counts = torch.bincount(keyed_randint(sample_keys(0, 0, torch.arange(20_000)), 10), minlength=10)
+    assert ((counts - 2000.0) ** 2 / 2000.0).sum() < 27.88
+
+
+def test_resume_loader_state_skips_the_batches_already_done():
+    sampler = GlobalBatchSampler(19, 4, seed=1)
+    loader = ResumableLoader(range(19), batch_sampler=sampler, collate_fn=list)
+    sampler.set_epoch(2)
+    full = list(loader)
+    sampler.done = 3
+    state = loader.state_dict()
+    assert state == {"epoch": 2, "done": 3}
+    fresh = GlobalBatchSampler(19, 4, seed=1)
+    resumed = ResumableLoader(range(19), batch_sampler=fresh, collate_fn=list)
+    resumed.load_state_dict(state)
+    assert list(resumed) == full[3:] and fresh.resumed
+    resumed.load_state_dict({"epoch": 2, "done": 5})  # saved at the epoch's end
+    assert fresh.epoch == 3 and fresh.skip == 0 and not fresh.resumed
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: CLI and Snakemake on a small WHU-CD store
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """19 train / 6 val / 5 test WHU-CD pairs: an uneven last batch and an odd test split."""
+    root = tmp_path_factory.mktemp("scaleout")
+    config = load_config(DEMO)
+    config.update(data_dir=str(root / "data"), results_dir=str(root / "results"), datasets=["whu"])
+    generate("whu-cd", root / "data" / "raw", seed=0)
+    prepare("whu-cd", root / "data" / "raw", prepared_dir(config, "whu", "cd"), config["tile_size"])
+    return root, config
+
+
+def _write_config(config: dict, path: Path, **training) -> Path:
+    config = {**config, "training": {**config["training"], **training}}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _train_cmd(cfg: Path, run: Path, model: str = "noise2map-cd", seed: int = 0) -> list[str]:
+    return [sys.executable, "-m", "noise2map.cli", "train", "--config", str(cfg), "--task", "cd", "--dataset",
+            "whu", "--model", model, "--seed", str(seed), "--run-dir", str(run)]
+
+
+def _state(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_equal_one_process_after_n_steps(store, tmp_path):
+    """5 global batches of 4 (the last one 3: split 2 + 1) with accumulation 2 → 3 optimiser
+    steps. In float64 the only difference left is the order of the gradient sum."""
+    _, config = store
+    whu = {"cd": {"batch_size": 4, "class_weights": [1, 3], "max_epochs": 1}}
+    settings = dict(precision="64-true", grad_accumulation=2, datasets={**config["training"]["datasets"], "whu": whu})
+    for n in (1, 2):
+        cfg = _write_config(config, tmp_path / f"cfg{n}.yaml", devices=n, **settings)
+        done = subprocess.run(_train_cmd(cfg, tmp_path / f"run{n}"), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _state(tmp_path / "run1"), _state(tmp_path / "run2")
+    steps = pd.read_csv(tmp_path / "run2" / "train_log" / "metrics.csv")["step"].max() + 1
+    assert steps == 3
+    worst = max((one[k] - two[k]).abs().max().item() for k in one if one[k].is_floating_point())
+    assert worst < 1e-5, worst
+    assert pd.read_csv(tmp_path / "run1/tile_counts.csv").equals(pd.read_csv(tmp_path / "run2/tile_counts.csv"))
+
+
+@pytest.mark.slow
+def test_resume_after_sigusr1_checkpoint_matches_an_uninterrupted_run(store, tmp_path):
+    """SIGUSR1 (SLURM's warning before a time limit) → checkpoint at the next step, exit 138;
+    the rerun resumes mid-epoch and ends where a run never interrupted ends."""
+    _, config = store
+    whu = {"cd": {"batch_size": 2, "class_weights": [1, 3], "max_epochs": 3}}
+    cfg = _write_config(config, tmp_path / "cfg.yaml", grad_accumulation=1,
+                        datasets={**config["training"]["datasets"], "whu": whu})
+    run = tmp_path / "signalled"
+    proc = subprocess.Popen(_train_cmd(cfg, run, "fc-siam-conc"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    log = run / "train_log" / "metrics.csv"
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:  # a few steps into training
+        if log.exists() and len(log.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGUSR1, err[-2000:]
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert 0 < state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["done"]
+    subprocess.run(_train_cmd(cfg, run, "fc-siam-conc"), check=True, capture_output=True, timeout=600)
+    subprocess.run(_train_cmd(cfg, tmp_path / "whole", "fc-siam-conc"), check=True, capture_output=True, timeout=600)
+    assert pd.read_csv(run / "tile_counts.csv").equals(pd.read_csv(tmp_path / "whole" / "tile_counts.csv"))
+
+
+@pytest.mark.slow
+def test_resume_snakemake_target_after_kill_9_mid_epoch(tmp_path):
+    """kill -9 the whole Snakemake process group once a mid-epoch checkpoint exists; after
+    ``--unlock`` the same command resumes the training, and the metrics equal those of an
+    uninterrupted run of the same seed."""
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({
+        "datasets": ["whu"], "tasks": ["cd"], "seeds": [4],
+        "models": {"ss": ["unet"], "cd": ["fc-siam-conc"]},
+        "training": {"checkpoint_every_n_steps": 1, "grad_accumulation": 2,
+                     "datasets": {"whu": {"cd": {"batch_size": 4, "class_weights": [1, 1], "max_epochs": 4}}}},
+    }))
+    target = "results/demo/runs/cd/whu/fc-siam-conc/seed4/metrics.json"
+
+    def snakemake(*args, **popen):
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "2",
+               "--directory", str(tmp_path), *args, "--configfile", str(DEMO), str(override)]
+        if popen:
+            return subprocess.Popen(cmd, **popen)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+    run = tmp_path / "results/demo/runs/cd/whu/fc-siam-conc/seed4"
+    last = run / "checkpoints" / "last.ckpt"
+    proc = snakemake(target, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 600
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the workflow ended before it could be killed: {proc.communicate()[1][-3000:]}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last.exists() and not (run / "metrics.json").exists(), "the training was not killed mid-run"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    done, epoch = (state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0][k] for k in ("done", "epoch"))
+    assert 0 < done < 5, "the checkpoint is not a mid-epoch one"
+
+    assert snakemake("--unlock").returncode == 0
+    rerun = snakemake(target)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (tmp_path / "logs/demo/train_model/cd_whu_fc-siam-conc_seed4.log").read_text()
+    assert "Restoring states from the checkpoint" in log
+
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, "-m", "noise2map.cli", "train", "--config", str(tmp_path / "results/demo/config.yaml"),
+                    "--task", "cd", "--dataset", "whu", "--model", "fc-siam-conc", "--seed", "4", "--run-dir",
+                    str(whole)], check=True, capture_output=True, timeout=600)
+    resumed_counts, whole_counts = pd.read_csv(run / "tile_counts.csv"), pd.read_csv(whole / "tile_counts.csv")
+    assert resumed_counts.equals(whole_counts), (epoch, done)
