@@ -19,6 +19,15 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/tables.smk"
 
 
+# Quick or network-bound jobs stay on the submitting node under a cluster executor (the
+# compute nodes of many clusters have no internet for the downloads).
+localrules:
+    all,
+    resolve_config,
+    fetch_weights,
+    write_table1,
+
+
 rule all:
     input:
         rules.write_table1.output.csv,

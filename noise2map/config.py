@@ -159,9 +159,30 @@ EXECUTION_SETTINGS = ("devices", "num_workers", "checkpoint_every_n_steps")
 
 
 def result_config(config: dict) -> dict:
-    """The config without its execution-only settings."""
+    """The config without its execution-only settings (device count, workers, cluster resources)."""
     training = {k: v for k, v in config["training"].items() if k not in EXECUTION_SETTINGS}
-    return {**config, "training": training}
+    return {**{k: v for k, v in config.items() if k != "resources"}, "training": training}
+
+
+# Rules that run on GPUs: training asks the scheduler for training.devices GPUs, the
+# efficiency table for one (latency is single-device); none on a CPU preset.
+GPU_RULES = {"pretrain_unet": "devices", "train_model": "devices", "write_efficiency": 1}
+
+
+def rule_resources(config: dict, rule: str) -> dict:
+    """Snakemake resources of one rule from the config's ``resources`` table: its ``default``
+    entry, then the rule's own; empty values are left out (the cluster's defaults apply).
+
+    GPU rules get ``gpu`` = training.devices (``auto``: 1 unless the table says otherwise), so
+    the GPUs a job asks for and the processes it starts cannot disagree.
+    """
+    table = config.get("resources") or {}
+    resources = {**table.get("default", {}), **table.get(rule, {})}
+    if rule in GPU_RULES:
+        devices = config["training"]["devices"] if GPU_RULES[rule] == "devices" else GPU_RULES[rule]
+        on_cpu = config["training"]["accelerator"] == "cpu"
+        resources["gpu"] = 0 if on_cpu else devices if isinstance(devices, int) else resources.get("gpu", 1)
+    return {k: v for k, v in resources.items() if v not in (None, "")}
 
 
 def run_settings(config: dict, task: str, dataset: str, model: str) -> dict:

@@ -9,6 +9,7 @@ from noise2map.config import (
     prepare_settings,
     pretrain_init_names,
     pretrain_settings,
+    rule_resources,
     run_settings,
     validate_config,
 )

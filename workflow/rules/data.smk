@@ -30,6 +30,9 @@ if config["raw_source"] == "synthetic":
 
 else:
 
+    localrules:
+        acquire_raw,  # downloads: the submitting node has the network
+
     rule acquire_raw:
         output:
             f"{DATA}/raw/{{raw}}.ready.json",
@@ -53,6 +56,8 @@ rule prepare_dataset:
         f"benchmarks/{config['preset']}/prepare_dataset/{{name}}.tsv"
     params:
         settings=lambda wc: prepare_settings(config, wc.name),
+    resources:
+        **rule_resources(config, "prepare_dataset"),
     message:
         "Preparing {wildcards.name} tiles"
     shell:

@@ -20,7 +20,7 @@ rule pretrain_unet:
     params:
         settings=lambda wc: pretrain_settings(config, wc.unet),
     resources:
-        gpus=1,
+        **rule_resources(config, "pretrain_unet"),
     message:
         "Pretraining the {wildcards.unet} UNet on {config[pretrain][num_images]} {config[pretrain][dataset]} images"
     shell:

@@ -26,7 +26,7 @@ rule write_efficiency:
     params:
         models=[m for task in config["tasks"] for m in config["models"][task]],
     resources:
-        gpus=1,
+        **rule_resources(config, "write_efficiency"),
     message:
         "Measuring parameters, FLOPs and latency of every model ({config[preset]} preset)"
     shell:

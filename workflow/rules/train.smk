@@ -27,7 +27,7 @@ rule train_model:
         settings=lambda wc: run_settings(config, wc.task, wc.dataset, wc.model),
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else "",
     resources:
-        gpus=1,
+        **rule_resources(config, "train_model"),
     message:
         "Training {wildcards.model} for {wildcards.task} on {wildcards.dataset} (seed {wildcards.seed})"
     shell:
