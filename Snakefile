@@ -26,6 +26,7 @@ localrules:
     resolve_config,
     fetch_weights,
     write_table1,
+    write_selection_delta,
 
 
 rule all:

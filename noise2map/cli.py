@@ -7,7 +7,7 @@
     noise2map pretrain --config CFG --output-dir DIR
     noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT]
     noise2map evaluate RUN_DIR [--devices N] [--accelerator cpu|gpu]   re-score a run on test
-    noise2map tables table1 --output CSV METRICS.json ...
+    noise2map tables table1|selection-delta --output CSV METRICS.json ...
     noise2map weights fetch [NAME ...] --cache DIR   pretrained checkpoints into the cache
     noise2map bench efficiency [--models M ...] [--size paper] [--output CSV]
     noise2map bench loader [--workers 0 2] [--batch-size 8] [--output JSON]   tile store vs per-sample GeoTIFF
@@ -99,6 +99,8 @@ def cmd_train(args) -> None:
     from noise2map.training.run import train_run
 
     config = _config(args.config)
+    if args.selection:
+        config["selection"] = args.selection
     run = Path(args.run_dir) if args.run_dir else run_dir(config, args.task, args.dataset, args.model, args.seed)
     metrics = train_run(config, args.task, args.dataset, args.model, args.seed, run,
                         Path(args.pretrained) if args.pretrained else None)
@@ -115,10 +117,11 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_tables(args) -> None:
-    from noise2map.tables import write_table1
+    from noise2map.tables import write_selection_delta, write_table1
 
-    table = write_table1(args.metrics, Path(args.output))
-    print(f"Table I: {len(table)} rows → {args.output}")
+    writer = {"table1": write_table1, "selection-delta": write_selection_delta}[args.table]
+    table = writer(args.metrics, Path(args.output))
+    print(f"{args.table}: {len(table)} rows → {args.output}")
 
 
 def cmd_bench(args) -> None:
@@ -275,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pretrained", help="pretrained UNet state dict (Noise2Map only)")
     p.add_argument("--run-dir", help="default: <results_dir>/runs/<task>/<dataset>/<model>/seed<k>")
+    p.add_argument("--selection", choices=["released", "val"], help="checkpoint selection (default: the config's)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="re-score a run's best checkpoint on the test split")
@@ -284,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tables", help="write a paper table from run metrics")
-    p.add_argument("table", choices=["table1"])
+    p.add_argument("table", choices=["table1", "selection-delta"])
     p.add_argument("--output", required=True, help="CSV path; the Markdown goes beside it")
     p.add_argument("metrics", nargs="+", help="metrics.json of the runs")
     p.set_defaults(func=cmd_tables)
@@ -303,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     def common(p, name):
-        p.add_argument("--output", help=f"JSON path; the Markdown goes beside it (default results/bench/{name}_<cpu|gpu>.json)")
+        p.add_argument("--output", help="JSON path; the Markdown goes beside it "
+                       f"(default results/bench/{name}_<cpu|gpu>.json)")
         p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
         p.add_argument("--seed", type=int, default=0)
 

@@ -19,7 +19,7 @@ from noise2map.metrics import COUNTS, METRICS, scores_from_counts
 from noise2map.rank import rank_models
 
 TABLE1_COLUMNS = ["task", "model", "params_m", "dataset", *METRICS, "rank", "seed", "preset", *COUNTS,
-                  *(f"{m}_pos" for m in METRICS), "model_key", "paper_params_m", "num_test_tiles"]
+                  *(f"{m}_pos" for m in METRICS), "model_key", "paper_params_m", "num_test_tiles", "selected_on"]
 PAPER_TABLE1 = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper_table1.csv"
 TASK_ORDER = {"ss": 0, "cd": 1}
 
@@ -55,7 +55,7 @@ def build_table1(metrics: pd.DataFrame) -> pd.DataFrame:
     table = table.merge(ranks[["task", "model", "rank"]], on=["task", "model"])
     table = table.sort_values(["task", "rank", "model", "dataset", "seed"],
                               key=lambda s: s.map(TASK_ORDER) if s.name == "task" else s, kind="mergesort")
-    return table[TABLE1_COLUMNS].reset_index(drop=True)
+    return table.reindex(columns=TABLE1_COLUMNS).reset_index(drop=True)
 
 
 def _cell(ours: float, paper: float | None) -> str:
@@ -100,7 +100,22 @@ def table1_markdown(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> s
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Ranks: ours among the models run here (paper's rank among all 16 of its Table I).")
+    lines.extend(_selection_note(table))
     return "\n".join(lines) + "\n"
+
+
+def _selection_note(table: pd.DataFrame) -> list[str]:
+    """Which split chose each data set's checkpoints: the released code used test for some."""
+    if "selected_on" not in table or table["selected_on"].isna().all():
+        return []
+    chosen = table.dropna(subset=["selected_on"]).groupby("dataset", sort=False)["selected_on"].first()
+    parts = [f"{dataset}: {split}" for dataset, split in chosen.items()]
+    note = ["", "Checkpoints selected on (best validation loss) — " + "; ".join(parts) + "."]
+    if (chosen == "test").any():
+        note.append("Selecting on the test split is what the released code does and what produced the paper's "
+                    "numbers; it leaks test information. `selection: val` selects on 10 % of the training split "
+                    "instead (see selection_delta.csv).")
+    return note
 
 
 def _paper_value(paper_idx, task, model, dataset, column):
@@ -122,4 +137,52 @@ def write_table1(metric_paths, csv_path: Path, md_path: Path | None = None, pape
         table.to_csv(tmp, index=False, float_format="%.4f")
     paper = pd.read_csv(paper_csv) if paper_csv and Path(paper_csv).is_file() else None
     write_text(md_path or Path(csv_path).with_suffix(".md"), table1_markdown(table, paper))
+    return table
+
+
+SELECTION_KEYS = ["task", "model", "dataset", "seed"]
+
+
+def build_selection_delta(metrics: pd.DataFrame) -> pd.DataFrame:
+    """F1 and IoU of each (task, model, data set, seed) under both checkpoint selections.
+
+    ``metrics`` holds runs of both selections (their metrics.json say which); the delta is
+    val-selection minus released-selection, in points.
+    """
+    if "selection" not in metrics:
+        raise DataFormatError("run metrics carry no 'selection': rerun the trainings with this version")
+    missing = {"released", "val"} - set(metrics["selection"])
+    if missing:
+        raise DataFormatError(f"no runs with selection {', '.join(sorted(missing))}: both are needed")
+    scores = metrics.apply(lambda r: pd.Series(scores_from_counts(*(r[c] for c in COUNTS))), axis=1)
+    runs = metrics[SELECTION_KEYS + ["selection", "selected_on"]].join(scores[["f1", "iou"]])
+    released = runs[runs.selection == "released"].drop(columns="selection")
+    val = runs[runs.selection == "val"].drop(columns=["selection", "selected_on"])
+    table = released.merge(val, on=SELECTION_KEYS, suffixes=("_released", "_val"), validate="one_to_one")
+    table = table.rename(columns={"selected_on": "released_selected_on"})
+    table["delta_f1"] = table["f1_val"] - table["f1_released"]
+    table["delta_iou"] = table["iou_val"] - table["iou_released"]
+    return table.sort_values(["task", "dataset", "model", "seed"],
+                             key=lambda c: c.map(TASK_ORDER) if c.name == "task" else c).reset_index(drop=True)
+
+
+def selection_delta_markdown(table: pd.DataFrame) -> str:
+    lines = ["# Checkpoint selection: released (as the paper) vs 10 % validation carve", "",
+             "| Task | Data set | Model | Seed | Released selects on | F1 released | F1 val | ΔF1 | "
+             "IoU released | IoU val | ΔIoU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.task.upper()} | {r.dataset} | {r.model} | {r.seed} | {r.released_selected_on} | "
+                     f"{r.f1_released:.2f} | {r.f1_val:.2f} | {r.delta_f1:+.2f} | {r.iou_released:.2f} | "
+                     f"{r.iou_val:.2f} | {r.delta_iou:+.2f} |")
+    lines += ["", "Δ = val-selection − released-selection (points). Released selection is on "
+              "`training.validation_split` (test for WHU and xView2 in the released code); val selection "
+              "is on a seeded 10 % of the training split in whole scenes, never a scene with test tiles."]
+    return "\n".join(lines) + "\n"
+
+
+def write_selection_delta(metric_paths, csv_path: Path) -> pd.DataFrame:
+    table = build_selection_delta(collect_metrics(metric_paths))
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_text(Path(csv_path).with_suffix(".md"), selection_delta_markdown(table))
     return table

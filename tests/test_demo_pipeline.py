@@ -32,7 +32,7 @@ def demo_run(tmp_path_factory):
         cmd = SNAKEMAKE + ["--directory", str(work), *args, *configs]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
-    done = snakemake("results/demo/table1.csv")
+    done = snakemake("results/demo/table1.csv", "results/demo/selection_delta.csv")
     assert done.returncode == 0, done.stderr[-4000:]
     return work, snakemake
 
@@ -64,6 +64,20 @@ def test_table_counts_are_the_sums_of_the_tile_counts(demo_run):
 
 
 @pytest.mark.slow
+def test_selection_delta_has_both_selections_for_every_model(demo_run):
+    work, _ = demo_run
+    delta = pd.read_csv(work / "results/demo/selection_delta.csv")
+    table = pd.read_csv(work / "results/demo/table1.csv")
+    assert sorted(zip(delta.task, delta.model)) == sorted(zip(table.task, table.model))
+    assert set(delta.released_selected_on) == {"test"}  # WHU: the released code's choice
+    assert delta[["f1_released", "f1_val", "iou_released", "iou_val"]].notna().all().all()
+    assert (delta.delta_f1 - (delta.f1_val - delta.f1_released)).abs().max() < 1e-3
+    val_run = work / "results/demo/selection-val/runs/cd/whu/fc-siam-conc/seed0"
+    assert (val_run / "val_tiles.csv").is_file() and (val_run / "tile_counts.csv").is_file()
+    assert "Checkpoints selected on" in (work / "results/demo/table1.md").read_text()
+
+
+@pytest.mark.slow
 def test_noise2map_started_from_the_pretrained_unet(demo_run):
     work, _ = demo_run
     assert (work / "results/demo/pretrain/aid/noise2map_unet.pt").is_file()
@@ -74,6 +88,6 @@ def test_noise2map_started_from_the_pretrained_unet(demo_run):
 @pytest.mark.slow
 def test_rerun_has_nothing_to_do(demo_run):
     _, snakemake = demo_run
-    dry = snakemake("-n", "results/demo/table1.csv")
+    dry = snakemake("-n", "results/demo/table1.csv", "results/demo/selection_delta.csv")
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert "Nothing to be done" in dry.stdout + dry.stderr

@@ -208,3 +208,22 @@ def test_resume_snakemake_target_after_kill_9_mid_epoch(tmp_path):
                     str(whole)], check=True, capture_output=True, timeout=600)
     resumed_counts, whole_counts = pd.read_csv(run / "tile_counts.csv"), pd.read_csv(whole / "tile_counts.csv")
     assert resumed_counts.equals(whole_counts), (epoch, done)
+
+
+@pytest.mark.slow
+def test_ddp_evaluation_on_two_gloo_processes_scores_each_tile_once(store, tmp_path):
+    """`noise2map evaluate RUN --devices 2 --accelerator cpu` on the odd test split (5 tiles:
+    3 on rank 0, 2 on rank 1) rewrites tile_counts.csv identically: no tile twice, none lost."""
+    _, config = store
+    whu = {"cd": {"batch_size": 4, "class_weights": [1, 3], "max_epochs": 1}}
+    cfg = _write_config(config, tmp_path / "cfg.yaml", datasets={**config["training"]["datasets"], "whu": whu})
+    run = tmp_path / "run"
+    subprocess.run(_train_cmd(cfg, run, "fc-siam-conc"), check=True, capture_output=True, timeout=600)
+    one = pd.read_csv(run / "tile_counts.csv")
+    (run / "tile_counts.csv").unlink()
+    done = subprocess.run([sys.executable, "-m", "noise2map.cli", "evaluate", str(run), "--devices", "2",
+                           "--accelerator", "cpu"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = pd.read_csv(run / "tile_counts.csv")
+    assert len(one) == 5 and two["tile_id"].is_unique and len(two) == 5
+    assert two.equals(one)

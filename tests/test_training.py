@@ -96,3 +96,12 @@ def test_resume_after_kill_matches_an_uninterrupted_run(config, tmp_path):
     subprocess.run(train(killed), check=True, capture_output=True)
     subprocess.run(train(tmp_path / "whole"), check=True, capture_output=True)
     assert _counts(killed).equals(_counts(tmp_path / "whole"))
+
+
+def test_val_selection_trains_on_the_rest_and_records_its_tiles(config, tmp_path):
+    run = tmp_path / "run"
+    metrics = train_run({**config, "selection": "val"}, "cd", "whu", "fc-siam-conc", 0, run)
+    held = pd.read_csv(run / "val_tiles.csv")["tile_id"]
+    train_ids = pd.read_csv(prepared_dir(config, "whu", "cd") / "train" / "tiles.csv")["tile_id"]
+    assert len(held) == -(-len(train_ids) // 10) and set(held) <= set(train_ids)
+    assert metrics["selection"] == "val" and metrics["selected_on"] == "val-carve"

@@ -118,7 +118,7 @@ def _eval_loader(dataset, batch_size: int, workers: int, trainer):
     from noise2map.training.seeding import shard
 
     if len(dataset) < trainer.world_size:
-        raise ConfigError(f"{dataset.root}/{dataset.split} has {len(dataset)} tiles, fewer than the "
+        raise ConfigError(f"{dataset!r} has {len(dataset)} tiles, fewer than the "
                           f"{trainer.world_size} devices: evaluate on fewer devices")
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size,
                                        sampler=shard(len(dataset), trainer.global_rank, trainer.world_size),
@@ -150,7 +150,6 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from noise2map.data import TileDataset
     from noise2map.training.seeding import ResumableEpochs
     from noise2map.training.tasks import DiscriminativeTask
 
@@ -165,8 +164,8 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     L.seed_everything(seed, workers=True)
     settings = task_settings(config, dataset, task)
     store = prepared_dir(config, dataset, task)
-    val_split = config["training"]["validation_split"].get(dataset, "val")
     workers = config["training"]["num_workers"]
+    train_set, val_set = selection_splits(config, store, dataset, seed, run if _rank() == 0 else None)
 
     module = DiscriminativeTask(
         model_key, task, config["model_size"], model_options(config, model_key), settings["class_weights"],
@@ -189,9 +188,9 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
     trainer = _fit_trainer(config, run, settings["max_epochs"], [best_ckpt, last_ckpt, resumable],
                            find_unused=not model_key.startswith("noise2map"))
-    train_loader = _train_loader(TileDataset(store, "train"), settings["batch_size"], workers, seed, trainer)
+    train_loader = _train_loader(train_set, settings["batch_size"], workers, seed, trainer)
     resumable.sampler = train_loader.batch_sampler
-    val_loader = _eval_loader(TileDataset(store, val_split), settings["batch_size"], workers, trainer)
+    val_loader = _eval_loader(val_set, settings["batch_size"], workers, trainer)
     trainer.fit(module, train_loader, val_loader, ckpt_path=last if last.exists() else None)
     best = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else ckpt_dir / "best.ckpt"
     metrics = evaluate_run(run, best, config=config,
@@ -199,6 +198,28 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     if trainer.global_rank == 0:
         last.unlink(missing_ok=True)
     return metrics
+
+
+def selection_splits(config: dict, store: Path, dataset: str, seed: int, run: Path | None = None):
+    """(train, validation) data sets of a run, by the config's ``selection``.
+
+    ``released``: the whole training split, and the split ``training.validation_split`` names
+    (the released code's choice: test for WHU and xView2). ``val``: a seeded 10 % of the
+    training split in whole scenes (:func:`noise2map.data.selection.carve_validation`), listed
+    in the run folder's ``val_tiles.csv``.
+    """
+    from noise2map.data import TileDataset
+    from noise2map.data.selection import carve_validation
+
+    train = TileDataset(store, "train")
+    if config.get("selection", "released") == "released":
+        return train, TileDataset(store, config["training"]["validation_split"].get(dataset, "val"))
+    test = TileDataset(store, "test")
+    keep, held = carve_validation([t["source"] for t in train.tiles], [t["source"] for t in test.tiles], seed)
+    if run is not None:
+        with atomic_path(run / "val_tiles.csv") as tmp:
+            pd.DataFrame({"tile_id": [train.tile_ids[i] for i in held]}).to_csv(tmp, index=False)
+    return torch.utils.data.Subset(train, keep), torch.utils.data.Subset(train, held)
 
 
 def _discard_stale_checkpoints(run: Path, config: dict, fields: dict) -> None:
@@ -278,6 +299,13 @@ def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None 
     return _write_metrics(run, config, module, counts, checkpoint)
 
 
+def selected_on(config: dict, task: str, fields: dict) -> str:
+    """The split the run's checkpoint was chosen on, in words for the tables' notes."""
+    if config.get("selection", "released") == "val":
+        return "val-carve"  # 10 % of train, whole scenes
+    return config["training"]["validation_split"].get(fields.get("dataset"), "val")
+
+
 def _dataset_from_run(run: Path) -> str:
     return run.parent.parent.name  # runs/<task>/<dataset>/<model>/seed<k>
 
@@ -294,6 +322,7 @@ def _write_metrics(run: Path, config: dict, module, counts: pd.DataFrame, checkp
         "seed": fields.get("seed"), "preset": config["preset"], "model_size": config["model_size"],
         "params_m": round(sum(p.numel() for p in module.model.parameters()) / 1e6, 3),
         "paper_params_m": spec.paper_params_m, "num_test_tiles": len(counts),
+        "selection": config.get("selection", "released"), "selected_on": selected_on(config, spec.task, fields),
         **totals, **scores_from_counts(**totals), "checkpoint": str(checkpoint),
     }
     write_json(run / "metrics.json", metrics)

@@ -43,10 +43,16 @@ wildcard_constraints:
     unet="noise2map|sr3",
 
 
-def run_metrics():
-    """metrics.json of every (task, data set, model, seed) the preset runs."""
+# Checkpoint selection of the preset's runs, and the other one (compared in selection_delta.csv).
+SELECTION = config.get("selection", "released")
+OTHER_SELECTION = "val" if SELECTION == "released" else "released"
+
+
+def run_metrics(root=None):
+    """metrics.json of every (task, data set, model, seed) the preset runs, under ``root``."""
+    root = root or RESULTS
     return [
-        f"{RESULTS}/runs/{task}/{dataset}/{model}/seed{seed}/metrics.json"
+        f"{root}/runs/{task}/{dataset}/{model}/seed{seed}/metrics.json"
         for task in config["tasks"]
         for dataset in config["datasets"]
         for model in config["models"][task]

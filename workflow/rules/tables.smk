@@ -15,6 +15,21 @@ rule write_table1:
         "noise2map tables table1 --output {output.csv} {input.metrics} > {log} 2>&1"
 
 
+rule write_selection_delta:
+    input:
+        preset=run_metrics(),
+        other=run_metrics(f"{RESULTS}/selection-{OTHER_SELECTION}"),
+    output:
+        csv=f"{RESULTS}/selection_delta.csv",
+        md=f"{RESULTS}/selection_delta.md",
+    log:
+        f"logs/{config['preset']}/write_selection_delta.log",
+    message:
+        "Comparing released and validation-carve checkpoint selection ({config[preset]} preset)"
+    shell:
+        "noise2map tables selection-delta --output {output.csv} {input.preset} {input.other} > {log} 2>&1"
+
+
 rule write_efficiency:
     input:
         config=ancient(RESOLVED_CONFIG),

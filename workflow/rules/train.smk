@@ -26,10 +26,30 @@ rule train_model:
     params:
         settings=lambda wc: run_settings(config, wc.task, wc.dataset, wc.model),
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else "",
+        selection="",
     resources:
         **rule_resources(config, "train_model"),
     message:
         "Training {wildcards.model} for {wildcards.task} on {wildcards.dataset} (seed {wildcards.seed})"
     shell:
         "noise2map train --config {input.config} --task {wildcards.task} --dataset {wildcards.dataset}"
-        " --model {wildcards.model} --seed {wildcards.seed} {params.pretrained} > {log} 2>&1"
+        " --model {wildcards.model} --seed {wildcards.seed} {params.pretrained} {params.selection} > {log} 2>&1"
+
+
+# The same runs with the other checkpoint selection, in their own folder tree, for
+# selection_delta.csv (test-selected as released vs a 10 % validation carve).
+use rule train_model as train_model_other_selection with:
+    output:
+        metrics=f"{RESULTS}/selection-{OTHER_SELECTION}/runs/{{task}}/{{dataset}}/{{model}}/seed{{seed}}/metrics.json",
+        counts=f"{RESULTS}/selection-{OTHER_SELECTION}/runs/{{task}}/{{dataset}}/{{model}}/seed{{seed}}/tile_counts.csv",
+    log:
+        f"logs/{config['preset']}/train_model_{OTHER_SELECTION}/{{task}}_{{dataset}}_{{model}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{config['preset']}/train_model_{OTHER_SELECTION}/{{task}}_{{dataset}}_{{model}}_seed{{seed}}.tsv"
+    params:
+        settings=lambda wc: {**run_settings(config, wc.task, wc.dataset, wc.model), "selection": OTHER_SELECTION},
+        pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else "",
+        selection=lambda wc, output: f"--selection {OTHER_SELECTION} --run-dir {Path(output.metrics).parent}",
+    message:
+        "Training {wildcards.model} for {wildcards.task} on {wildcards.dataset} (seed {wildcards.seed}, "
+        f"{OTHER_SELECTION} selection)"
