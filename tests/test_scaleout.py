@@ -227,3 +227,22 @@ def test_ddp_evaluation_on_two_gloo_processes_scores_each_tile_once(store, tmp_p
     two = pd.read_csv(run / "tile_counts.csv")
     assert len(one) == 5 and two["tile_id"].is_unique and len(two) == 5
     assert two.equals(one)
+
+
+@pytest.mark.slow
+def test_ddp_pretraining_two_processes_equal_one(store, tmp_path):
+    """DDPM pretraining on 8 AID crops, 2 steps of a global batch of 4: the keyed ε and t make
+    2 gloo processes compute the one-process update (float64)."""
+    root, config = store
+    generate("aid", root / "data" / "raw", seed=0)
+    prepare("aid", root / "data" / "raw", prepared_dir(config, "aid", "pretrain"), config["tile_size"], num_images=8)
+    pre = {**config["pretrain"], "num_images": 8, "epochs": 1, "batch_size": 4, "precision": "64-true"}
+    for n in (1, 2):
+        cfg = tmp_path / f"cfg{n}.yaml"
+        cfg.write_text(yaml.safe_dump({**config, "pretrain": pre, "training": {**config["training"], "devices": n}}))
+        done = subprocess.run([sys.executable, "-m", "noise2map.cli", "pretrain", "--config", str(cfg),
+                               "--output-dir", str(tmp_path / f"pre{n}")], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (torch.load(tmp_path / f"pre{n}" / "noise2map_unet.pt") for n in (1, 2))
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
+    assert one["conv_in.weight"].dtype == torch.float64
