@@ -2,7 +2,9 @@
 
     noise2map models [--format csv]           registered models and their parameter counts
     noise2map synthesize DATASET --raw DIR     synthetic raw data in the real layout (demo)
-    noise2map acquire DATASET --raw DIR        check a raw data set is in place, or say how
+    noise2map acquire DATASET --raw DIR [--downloads DIR] [--mirror URL] [--marker M]
+                                               raw data in place: download/verify/extract, or say how
+    noise2map data status [--config CFG]       per data set: present / verified / prepared / to do
     noise2map prepare NAME --config CFG        raw layout → tile store
     noise2map pretrain --config CFG --output-dir DIR
     noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT]
@@ -68,11 +70,21 @@ def cmd_synthesize(args) -> None:
 
 
 def cmd_acquire(args) -> None:
-    from noise2map.data.acquire import check_raw
+    from noise2map.data.acquire import acquire
 
-    root = check_raw(args.dataset, Path(args.raw))
-    _write_marker(args.marker, root, "user-supplied")
-    print(f"{args.dataset}: found in {root}")
+    manifest = acquire(args.dataset, Path(args.raw), Path(args.downloads), base_url=args.mirror)
+    root = Path(manifest["raw_dir"])
+    archives = ", ".join(f"{a['file']} ({a['bytes']} bytes, sha256 {a['sha256']})" for a in manifest["archives"])
+    _write_marker(args.marker, root, f"archive: {archives}" if archives else manifest["source"])
+    print(f"{args.dataset}: in place in {root} ({manifest['source']}"
+          + (f"; verified {archives}" if archives else "") + ")")
+
+
+def cmd_data(args) -> None:
+    from noise2map.data.acquire import format_status, status
+
+    config = _config(args.config) if args.config else _config_default()
+    print(format_status(status(config), config))
 
 
 def cmd_prepare(args) -> None:
@@ -119,8 +131,11 @@ def cmd_evaluate(args) -> None:
 def cmd_tables(args) -> None:
     from noise2map.tables import write_selection_delta, write_table1
 
-    writer = {"table1": write_table1, "selection-delta": write_selection_delta}[args.table]
-    table = writer(args.metrics, Path(args.output))
+    if args.table == "table1":
+        table = write_table1(args.metrics, Path(args.output), resamples=args.resamples,
+                             bootstrap_seed=args.bootstrap_seed)
+    else:
+        table = write_selection_delta(args.metrics, Path(args.output))
     print(f"{args.table}: {len(table)} rows → {args.output}")
 
 
@@ -252,11 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--marker", help="write a JSON marker here once done (for the workflow)")
     p.set_defaults(func=cmd_synthesize)
 
-    p = sub.add_parser("acquire", help="check that a raw data set is in place, or say how to get it")
-    p.add_argument("dataset")
+    p = sub.add_parser("acquire", help="put a raw data set in place: download (or take the archive you "
+                       "supplied), verify, extract; or say exactly what to fetch and where to put it")
+    p.add_argument("dataset", help="spacenet7, whu, whu-cd, xview2, aid, majortom or imagenet")
     p.add_argument("--raw", required=True, help="parent folder of the raw data sets")
-    p.add_argument("--marker", help="write a JSON marker here once found (for the workflow)")
+    p.add_argument("--downloads", default="data/downloads",
+                   help="archives are read from / downloaded to here (default data/downloads)")
+    p.add_argument("--mirror", help="fetch every archive from <URL>/<file name> instead (config key data_mirror)")
+    p.add_argument("--marker", help="write a JSON marker here once in place (for the workflow)")
     p.set_defaults(func=cmd_acquire)
+
+    p = sub.add_parser("data", help="raw and prepared data sets")
+    data_modes = p.add_subparsers(dest="data_command", required=True)
+    p = data_modes.add_parser("status", help="per data set: present / verified / prepared counts / what to do")
+    p.add_argument("--config", help="a preset merged over the paper preset (default: the paper preset)")
+    p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("prepare", help="turn a raw data set into its tile store")
     p.add_argument("name", help="spacenet7-ss, spacenet7-cd, whu-ss, whu-cd, xview2-ss, xview2-cd or aid")
@@ -289,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tables", help="write a paper table from run metrics")
     p.add_argument("table", choices=["table1", "selection-delta"])
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap replicates for the intervals")
+    p.add_argument("--bootstrap-seed", type=int, default=0)
     p.add_argument("--output", required=True, help="CSV path; the Markdown goes beside it")
     p.add_argument("metrics", nargs="+", help="metrics.json of the runs")
     p.set_defaults(func=cmd_tables)

@@ -4,15 +4,21 @@
 rule write_table1:
     input:
         metrics=run_metrics(),
+        counts=[m.replace("metrics.json", "tile_counts.csv") for m in run_metrics()],
     output:
         csv=f"{RESULTS}/table1.csv",
         md=f"{RESULTS}/table1.md",
+        intervals=f"{RESULTS}/table1_intervals.csv",
+        ranks=f"{RESULTS}/rank_stability.csv",
     log:
         f"logs/{config['preset']}/write_table1.log",
+    params:
+        bootstrap=config.get("bootstrap", {"resamples": 1000, "seed": 0}),
     message:
-        "Writing Table I ({config[preset]} preset)"
+        "Writing Table I with seeds, intervals and rank stability ({config[preset]} preset)"
     shell:
-        "noise2map tables table1 --output {output.csv} {input.metrics} > {log} 2>&1"
+        "noise2map tables table1 --output {output.csv} --resamples {params.bootstrap[resamples]}"
+        " --bootstrap-seed {params.bootstrap[seed]} {input.metrics} > {log} 2>&1"
 
 
 rule write_selection_delta:
