@@ -29,6 +29,13 @@ if config["raw_source"] == "synthetic":
             "noise2map synthesize {wildcards.raw} --raw {DATA}/raw --seed 0 --marker {output} > {log} 2>&1"
 
 else:
+    import shlex
+
+    # Archives are read from / downloaded to DOWNLOADS; MIRROR_ARG points every download at a
+    # mirror. Globals, not params: moving the archives or switching mirrors must not rerun the
+    # acquisition and everything prepared from it.
+    DOWNLOADS = shlex.quote(config.get("downloads_dir") or "data/downloads")
+    MIRROR_ARG = f"--mirror {shlex.quote(config['data_mirror'])}" if config.get("data_mirror") else ""
 
     localrules:
         acquire_raw,  # downloads: the submitting node has the network
@@ -39,9 +46,10 @@ else:
         log:
             f"logs/{config['preset']}/acquire_raw/{{raw}}.log",
         message:
-            "Checking that raw {wildcards.raw} is in place"
+            "Putting raw {wildcards.raw} in place (download or supplied archive, verify, extract)"
         shell:
-            "noise2map acquire {wildcards.raw} --raw {DATA}/raw --marker {output} 2>&1 | tee {log}"
+            "noise2map acquire {wildcards.raw} --raw {DATA}/raw --downloads {DOWNLOADS} {MIRROR_ARG} "
+            "--marker {output} 2>&1 | tee {log}"
 
 
 rule prepare_dataset:

@@ -1,0 +1,164 @@
+"""Safe, atomic extraction of data archives (.tar, .tar.gz/.tgz/.tar.bz2/.tar.xz, .zip, or a plain file).
+
+Extraction never writes into the final raw folder directly. Everything goes into a hidden
+staging folder beside it (``<raw_root>/.<name>.extracting-<pid>``) and the finished, checked
+tree is renamed into place in one ``os.rename``: a killed extraction leaves only the hidden
+staging folder (removed by the next run), never a half tree that looks complete.
+
+Members are checked as they are written: tar members go through Python's ``"data"`` filter
+(no absolute paths, no ``..``, no links leaving the folder, no device files); zip member
+names are sanitised by :mod:`zipfile`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import shutil
+import tarfile
+import zipfile
+import zlib
+from collections import deque
+from pathlib import Path
+
+from ..errors import DataFormatError
+
+STAGING = ".{name}.extracting-{pid}"
+
+
+def archive_kind(path: Path) -> str:
+    """``"tar"``, ``"zip"`` or ``"file"`` (anything else is copied as it is)."""
+    name = Path(path).name.lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")):
+        return "tar"
+    return "file"
+
+
+def _head(path: Path, n: int = 60) -> str:
+    with open(path, "rb") as fh:
+        return fh.read(n).decode("latin-1").replace("\n", " ").strip()
+
+
+def _extract_member(archive, member, dest: Path) -> None:
+    """Write one member (one seam, so tests can interrupt an extraction half-way)."""
+    if isinstance(archive, tarfile.TarFile):
+        archive.extract(member, dest, filter="data")
+    else:
+        archive.extract(member, dest)
+
+
+def extract(path: Path, dest: Path) -> int:
+    """Extract ``path`` into the (new) folder ``dest``; return the number of members written.
+
+    Raises DataFormatError, naming the file, if it is not a readable archive of its kind (a
+    truncated download, an HTML page saved under an archive's name) or a member tries to
+    leave ``dest``.
+    """
+    path, dest = Path(path), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    kind = archive_kind(path)
+    count = 0
+    try:
+        if kind == "tar":
+            with tarfile.open(path, "r:*") as tf:
+                for member in tf:  # streamed: one pass over a compressed archive
+                    _extract_member(tf, member, dest)
+                    count += 1
+        elif kind == "zip":
+            with zipfile.ZipFile(path) as zf:
+                for member in zf.infolist():
+                    _extract_member(zf, member, dest)
+                    count += 1
+        else:
+            target = dest / path.name
+            try:  # same file system: a hard link, no copy of a multi-GB file
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+            count = 1
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
+        raise DataFormatError(
+            f"{path} is not a readable {kind} archive ({type(exc).__name__}: {exc}); it begins with "
+            f"{_head(path)!r}. Fetch it again (a truncated download or a web page saved under the "
+            "archive's name looks like this)."
+        ) from exc
+    if count == 0:
+        raise DataFormatError(f"{path} is an empty {kind} archive; fetch it again.")
+    return count
+
+
+def content_root(tree: Path, marker: str, max_depth: int = 3) -> Path | None:
+    """The shallowest folder under ``tree`` (``tree`` included) where glob ``marker`` matches.
+
+    Archives differ in how many wrapper folders they put around the data
+    (``WHU-CD-256/A/…`` vs ``A/…``); the layout's own marker finds where the data starts.
+    """
+    queue = deque([(Path(tree), 0)])
+    while queue:
+        folder, depth = queue.popleft()
+        if next(folder.glob(marker), None) is not None:
+            return folder
+        if depth < max_depth:
+            queue.extend((d, depth + 1) for d in sorted(folder.iterdir()) if d.is_dir() and not d.is_symlink())
+    return None
+
+
+def move_into(src: Path, dst: Path) -> None:
+    """Move folder ``src`` to ``dst``; merge into ``dst`` if it exists (two archives, one tree)."""
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(src, dst)
+        return
+    for child in src.iterdir():
+        target = dst / child.name
+        if child.is_dir() and target.is_dir():
+            move_into(child, target)
+        elif target.exists():
+            raise DataFormatError(f"two archives both hold {target.name} at {dst}; cannot merge them.")
+        else:
+            os.rename(child, target)
+    src.rmdir()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def staging_dir(raw_root: Path, name: str) -> Path:
+    """A fresh hidden staging folder beside ``raw_root/name``, after removing the ones that
+    killed extractions left behind (those whose process is gone)."""
+    raw_root = Path(raw_root)
+    raw_root.mkdir(parents=True, exist_ok=True)
+    for old in raw_root.glob(STAGING.format(name=name, pid="*")):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    stage = raw_root / STAGING.format(name=name, pid=os.getpid())
+    stage.mkdir()
+    return stage
+
+
+def stale_staging(raw_root: Path, name: str) -> list[Path]:
+    """Staging folders of ``name`` left in ``raw_root`` (by a running or a killed extraction)."""
+    return sorted(Path(raw_root).glob(STAGING.format(name=name, pid="*")))
+
+
+def publish(tree: Path, target: Path) -> None:
+    """Rename the finished ``tree`` to ``target`` in one step (an empty ``target`` is replaced)."""
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if target.exists():
+        raise DataFormatError(f"{target} appeared while extracting; leaving the new tree at {tree}.")
+    os.rename(tree, target)
+
+
+__all__ = ["archive_kind", "content_root", "extract", "move_into", "publish", "stale_staging", "staging_dir"]
