@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("prepare", help="turn a raw data set into its tile store")
-    p.add_argument("name", help="spacenet7-ss, spacenet7-cd, whu-ss, whu-cd, xview2-ss, xview2-cd or aid")
+    p.add_argument("name", help="spacenet7-ss, spacenet7-cd, whu-ss, whu-cd, xview2-ss, xview2-cd, aid, imagenet or majortom")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_prepare)
 
@@ -348,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, nargs="+", default=[0], help="DataLoader workers; the first gives 'speedup'")
     p.add_argument("--warmup-batches", type=int, default=1, help="untimed first batches (worker start)")
     p.add_argument("--compress", choices=["deflate", "lzw"], help="GeoTIFF compression (default none)")
-    p.add_argument("--no-uint8", action="store_true", help="leave out the informational uint8 tile-store rows")
+    p.add_argument("--no-uint8", action="store_true",
+                   help="leave out the informational rows of the store decoded to float in the loader")
     p.add_argument("--workdir", help="parent of the temporary folder (default: the system's)")
     common(p, "loader")
     p.set_defaults(func=cmd_bench_loader)

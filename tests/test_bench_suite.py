@@ -73,11 +73,16 @@ def test_check_equal_catches_a_wrong_window(small_sources):
         loader.check_equal(store, loader.GeoTiffCropDataset(pairs, windows, tile=32), [3])
 
 
-def test_uint8_store_items_are_the_raw_tiles(small_sources):
+def test_uint8_store_items_scale_to_the_float_items(small_sources):
+    from noise2map.data import TileDataset
+    from noise2map.data.store import to_model_input
+
     pairs, store = small_sources
-    raw = loader.Uint8TileDataset(store.root, "train")[4]
+    raw = TileDataset(store.root, "train", uint8=True)[4]
     assert raw["image"].dtype == torch.uint8 and raw["mask"].dtype == torch.uint8
-    assert torch.equal(raw["image"].permute(2, 0, 1).float() / 127.5 - 1, store[4]["image"])
+    assert raw["image"].shape == store[4]["image"].shape
+    assert torch.equal(to_model_input(raw["image"]), store[4]["image"])
+    assert torch.equal(raw["mask"].long(), store[4]["mask"])
 
 
 def test_random_windows_stay_inside_the_mosaics():
@@ -94,7 +99,7 @@ def test_bench_loader_command(tmp_path):
     r = read_report(out)
     assert r["benchmark"] == "loader" and r["workers"] == 0 and r["verified_equal_tiles"] == 3
     runs = {(x["source"], x["workers"]): x for x in r["runs"]}
-    assert set(runs) == {(s, w) for s in ("tile_store", "geotiff", "tile_store_uint8") for w in (0, 1)}
+    assert set(runs) == {(s, w) for s in ("tile_store", "geotiff", "tile_store_float") for w in (0, 1)}
     for x in runs.values():
         assert x["tiles"] == 16 and x["tiles_per_s"] > 0 and x["mb_per_s"] > 0
         assert x["tiles_per_s_per_worker"] == pytest.approx(x["tiles_per_s"] / max(x["workers"], 1))

@@ -140,6 +140,8 @@ def fmt(value, digits: int = 2) -> str:
     if isinstance(value, float):
         if value != value:
             return "—"
+        if 0 < abs(value) < 0.1:  # small figures (CPU TFLOP/s, loss differences) keep 3 significant digits
+            return f"{value:.3g}"
         return f"{value:.{digits}f}"
     return str(value)
 

@@ -177,6 +177,8 @@ def run_variant(name: str, key: str, size: str, batch_size: int, tile: int, step
     del model, step_model, opt, batches
     if opts.get("compile"):
         torch._dynamo.reset()
+    if cuda:
+        torch.cuda.empty_cache()
     median = statistics.median(times)
     row = {"variant": name, "options": {k: bool(opts.get(k)) for k in ("bf16", "channels_last", "fused", "compile")},
            "steps": steps, "warmup": warmup, "warmup_s": warmup_s, "step_s_median": median,
@@ -242,6 +244,7 @@ def markdown(result: dict) -> str:
                      r["peak_memory_mib"], r["achieved_tflops"], None if r["mfu"] is None else 100 * r["mfu"],
                      r["first_loss"], r["loss_rel_diff_vs_fp32"], r["warmup_s"], ""])
     flops = result["flops_per_step"]
+    kind = next((r["peak_memory_kind"] for r in result["variants"] if "peak_memory_kind" in r), "—")
     lines = [
         f"# Training throughput: {result['model']} ({s['size']} size)", "",
         f"Batch {s['batch_size']} of {s['tile']}² on {s['device']}, {s['optimizer']} (lr {s['lr']}), "
@@ -252,7 +255,7 @@ def markdown(result: dict) -> str:
         "the first step's loss from fp32's (same weights, same batch).", "",
         markdown_table(["Variant", "Images/s", "× fp32", "Step (ms)", "Peak mem (MiB)", "TFLOP/s", "MFU (%)",
                         "First loss", "Loss Δ", "Warm-up (s)", "Note"], rows), "",
-        f"Fastest: **{result['fastest']}**. Peak memory: {next((r['peak_memory_kind'] for r in result['variants'] if 'peak_memory_kind' in r), '—')}.",
+        f"Fastest: **{result['fastest']}**. Peak memory: {kind}.",
         "",
     ]
     return "\n".join(lines + context_lines(result)) + "\n"

@@ -234,7 +234,7 @@ SOURCES: dict[str, RawSource] = {s.name: s for s in [
         licence="CC BY-SA 4.0 (dataset card)",
         counts=(("parquet shards", "images/*.parquet"),),
         in_workflow=False,
-        note="Not used by the paper preset's workflow (no preparer samples it yet). Whether one shard holds "
+        note="Table III only (pretrain.dataset: majortom; preparer `majortom`). Whether one shard holds "
              "enough grid cells for 10k 256² RGB patches (bands B4, B3, B2) is unverified."),
     RawSource(
         "imagenet", "ImageNet-1k (ILSVRC2012) validation images — Table III ablation",

@@ -4,7 +4,7 @@ One preparer per prepared data set (:data:`PREPARERS`); :func:`prepare` dispatch
 Every preparer reads the real archive's raw layout (the synthetic generator in
 :mod:`noise2map.data.synthetic` writes the same layouts) and writes, under ``out_dir``::
 
-    <split>/images.npy        uint8 [N, H, W, 3]  (SS and aid)
+    <split>/images.npy        uint8 [N, H, W, 3]  (SS and the pretraining sets aid, imagenet, majortom)
     <split>/pre.npy           uint8 [N, H, W, 3]  (CD)
     <split>/post.npy          uint8 [N, H, W, 3]  (CD)
     <split>/labels.npy        uint8 [N, H, W] in {0, 1}  (SS and CD)
@@ -14,9 +14,11 @@ Every preparer reads the real archive's raw layout (the synthetic generator in
 ``tiles.csv``: one row per sample in array order. ``tile_id`` is unique within the split and
 names the source scene/file and the position (``<aoi>_<YYYY>_<MM>_r<i>_c<j>`` for SpaceNet7
 grid tiles with tile-grid indices i, j; the file stem for whole images that are resized;
-``<stem>_y<row>_x<col>`` for AID crops). ``source`` is the raw file the sample came from,
+``<stem>_y<row>_x<col>`` for AID and ImageNet crops; ``<shard stem>_row<i>_<grid_cell>_y<row>_x<col>``
+for MAJOR-TOM crops of parquet row i). ``source`` is the raw file the sample came from,
 relative to ``raw_root`` (``pre;post`` for change pairs). ``row``/``col`` are the pixel
-offsets of the sample's top-left corner in the source image (0, 0 for resized whole images).
+offsets of the sample's top-left corner in the source image (0, 0 for resized whole images;
+for ImageNet images upscaled to the tile size, offsets in the upscaled image).
 
 ``manifest.json`` holds ``name``, ``task`` (``ss``/``cd``/``pretrain``), ``tile_size``,
 ``splits`` ``{split: {count, positive_fraction}}``, ``rules`` (the preparation rules as
@@ -57,6 +59,8 @@ PREPARED_DATASETS = (
     "xview2-ss",
     "xview2-cd",
     "aid",
+    "imagenet",
+    "majortom",
 )
 RAW_DIR_OF = {
     "spacenet7-ss": "spacenet7",
@@ -66,6 +70,8 @@ RAW_DIR_OF = {
     "xview2-ss": "xview2",
     "xview2-cd": "xview2",
     "aid": "aid",
+    "imagenet": "imagenet",
+    "majortom": "majortom",
 }
 TASK_OF = {
     "spacenet7-ss": "ss",
@@ -75,6 +81,8 @@ TASK_OF = {
     "xview2-ss": "ss",
     "xview2-cd": "cd",
     "aid": "pretrain",
+    "imagenet": "pretrain",
+    "majortom": "pretrain",
 }
 
 # Hafner et al. 2023 AOI split of the SpaceNet7 train tarball, as in the released code.
@@ -141,6 +149,10 @@ _LAYOUTS = {
     "xview2": "xview2/{train,test}/{images,labels}/santa-rosa-wildfire_<id>_{pre,post}_disaster.{png,json} "
     "(the xView2 train/test archives extracted)",
     "aid": "aid/AID/<ClassName>/<classname>_<n>.jpg (AID.zip extracted)",
+    "imagenet": "imagenet/val/ILSVRC2012_val_<8 digits>.JPEG (ILSVRC2012_img_val.tar extracted; "
+    "an ImageFolder copy of train at imagenet/train/<wnid>/*.JPEG is accepted too)",
+    "majortom": "majortom/images/part_<5 digits>.parquet (MAJOR-TOM Core-S2L2A parquet shards: one row "
+    "per grid cell, columns B04, B03, B02 holding single-band GeoTIFF bytes)",
 }
 
 
@@ -1068,6 +1080,331 @@ def prepare_aid(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# Table III ablation pretraining sets: ImageNet and MAJOR-TOM
+
+
+def _check_num_images(num_images, available: int, where: Path, what: str, full: str) -> int:
+    """``num_images`` as an int in [1, available] (``available`` when None)."""
+    if num_images is None:
+        return available
+    n = int(num_images)
+    if n < 1 or n > available:
+        raise DataNotFoundError(
+            f"num_images={num_images} requested but {where} holds {available} {what} ({full}). "
+            f"Supply the complete data ({_README})."
+        )
+    return n
+
+
+def _imagenet_files(raw: Path) -> tuple[Path, list[Path]]:
+    """The JPEGs of ``imagenet/val`` (natural order), else of ``imagenet/train/<wnid>/``."""
+    val, train = raw / "val", raw / "train"
+    exts = (".jpeg", ".jpg")
+    if val.is_dir() or not train.is_dir():
+        base = _need_dir(val, "imagenet", "ImageNet validation")
+        files = sorted((p for p in base.iterdir() if p.is_file() and p.suffix.lower() in exts),
+                       key=lambda p: _natural_key(p.name))
+    else:
+        base = train
+        files = sorted(
+            (p for d in train.iterdir() if d.is_dir() for p in d.iterdir()
+             if p.is_file() and p.suffix.lower() in exts),
+            key=lambda p: (p.parent.name, _natural_key(p.name)),
+        )
+    if not files:
+        raise DataNotFoundError(
+            f"no JPEG images in {base}. Expected layout: {_LAYOUTS['imagenet']} ({_README})."
+        )
+    return base, files
+
+
+def prepare_imagenet(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
+    """ImageNet-1k (ILSVRC2012) images, one random crop each, for pretraining (Table III).
+
+    Rules (as :func:`prepare_aid`, plus the resize and colour rules ImageNet needs):
+    - Layout ``imagenet/val/ILSVRC2012_val_<8 digits>.JPEG`` (the 50,000 validation images,
+      natural file order); if there is no ``val/`` folder, ``imagenet/train/<wnid>/*.JPEG``
+      (ordered by wnid, then file name).
+    - ``num_images`` images (all if None) drawn without replacement with
+      ``numpy.random.default_rng(seed)``, kept in file order.
+    - Images that are not RGB (ImageNet holds grayscale and a few CMYK JPEGs) are converted
+      with PIL ``convert("RGB")``; counted per mode in the manifest's ``converted_to_rgb``.
+    - An image whose short side is below ``tile_size`` is first upscaled (PIL bilinear) so that
+      its short side equals ``tile_size`` (long side ``int(tile_size * long / short)``, as
+      torchvision's ``Resize(int)``); listed in the manifest's ``upscaled``. Larger images are
+      not resized.
+    - Then one ``tile_size``² crop per image at an offset drawn from the same generator
+      (uniform over all whole crops) — a random crop, as for AID. ``row``/``col`` in
+      ``tiles.csv`` are offsets in the (upscaled, if so) image. Single split ``train``.
+    """
+    t = _check_tile_size(tile_size)
+    sources = _Sources(raw_root)
+    raw = _raw_dir(Path(raw_root), "imagenet")
+    base, files = _imagenet_files(raw)
+    rng = np.random.default_rng(seed)
+    n = _check_num_images(num_images, len(files), base, "ImageNet images",
+                          "the ILSVRC2012 validation set has 50000")
+    chosen = (list(range(len(files))) if num_images is None
+              else sorted(rng.choice(len(files), size=n, replace=False).tolist()))
+    out_dir = _start(out_dir)
+    acc = _Split("pretrain", t)
+    imgs = np.empty((len(chosen), t, t, 3), np.uint8)
+    rows, upscaled, converted = [], {}, {}
+    for k, idx in enumerate(chosen):
+        p = files[idx]
+        img = _read_pil(p)
+        if img.mode != "RGB":
+            converted[img.mode] = converted.get(img.mode, 0) + 1
+            img = img.convert("RGB")
+        w, h = img.size
+        if min(w, h) < t:
+            short, long = min(w, h), max(w, h)
+            new_long = int(t * long / short)
+            size = (t, new_long) if w <= h else (new_long, t)
+            img = img.resize(size, Image.BILINEAR)
+            upscaled[sources.rel(p)] = [w, h]
+        arr = np.asarray(img)
+        h, w = arr.shape[:2]
+        sources.add(p)
+        y = int(rng.integers(0, h - t + 1))
+        x = int(rng.integers(0, w - t + 1))
+        imgs[k] = arr[y: y + t, x: x + t]
+        rows.append((f"{p.stem}_y{y}_x{x}", sources.rel(p), y, x))
+    acc.add(rows, images=imgs)
+    rules = [
+        f"Images from {sources.rel(base)}/ in file order; {len(chosen)} of {len(files)} drawn without "
+        f"replacement with seed {seed} (all when num_images is None), kept in file order.",
+        "Non-RGB JPEGs (grayscale, CMYK) converted with PIL convert('RGB') (counted in converted_to_rgb).",
+        f"Images with a side below {t} upscaled (PIL bilinear) to short side {t}, long side "
+        f"int({t} * long / short) (listed in upscaled, original width/height); no other resizing.",
+        f"One random {t}x{t} crop per image (offset uniform over all whole crops, same seeded generator); "
+        "row/col are offsets in the (upscaled) image.",
+        "Single split 'train'; no labels.",
+    ]
+    return _finish(
+        "imagenet", out_dir, t, {"train": acc}, rules, sources,
+        seed=int(seed), num_images=None if num_images is None else int(num_images),
+        images_available=len(files), converted_to_rgb=dict(sorted(converted.items())),
+        upscaled=upscaled,
+    )
+
+
+# MAJOR-TOM Core-S2L2A: reflectance (DN = surface reflectance x 10000, uint16) -> uint8 RGB with
+# the rendering the data set's authors use for its own ``thumbnail`` column
+# (ESA-PhiLab/Major-TOM, MajorTOM/extras/thumbnail_s2.py, ``s2l2a_thumbnail``):
+#     uint8( clip(1.3 * (DN / 10000) ** 0.6, 0, 1) * 255 )   (truncated, not rounded)
+MAJORTOM_RGB_BANDS = ("B04", "B03", "B02")  # red, green, blue (Sentinel-2 B4, B3, B2)
+MAJORTOM_GAIN = 1.3
+MAJORTOM_GAMMA = 0.6
+MAJORTOM_SCALE = 10000.0
+MAJORTOM_SCALING = (
+    f"uint8 = floor(255 * clip({MAJORTOM_GAIN} * (DN / {MAJORTOM_SCALE:g}) ** {MAJORTOM_GAMMA}, 0, 1)) per band "
+    "(DN < 0 taken as 0): the rendering of the data set's own thumbnail column "
+    "(ESA-PhiLab/Major-TOM MajorTOM/extras/thumbnail_s2.py, s2l2a_thumbnail)"
+)
+
+
+def s2l2a_to_uint8(dn) -> np.ndarray:
+    """Sentinel-2 L2A digital numbers (reflectance x 10000) → uint8, MAJOR-TOM's thumbnail rule.
+
+    ``floor(255 * clip(1.3 * (DN / 10000) ** 0.6, 0, 1))``: 0 → 0, 500 → 54, 1000 → 83,
+    3000 → 160, ≥ 6458 → 255. Works on any shape; computed in float64.
+    """
+    x = np.clip(np.asarray(dn, dtype=np.float64), 0, None) / MAJORTOM_SCALE
+    return (np.clip(MAJORTOM_GAIN * x ** MAJORTOM_GAMMA, 0, 1) * 255).astype(np.uint8)
+
+
+def _parquet():
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise DataFormatError(
+            "reading MAJOR-TOM parquet shards needs the pyarrow package (pip install pyarrow)."
+        ) from exc
+    return pq
+
+
+def _decode_band(blob, where: str) -> tuple[np.ndarray, float | None]:
+    """[H, W] array and nodata value of a single-band GeoTIFF held as bytes."""
+    if blob is None:
+        raise DataFormatError(f"{where}: empty cell (null); expected GeoTIFF bytes.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.MemoryFile(bytes(blob)) as mem, mem.open() as src:
+                count, nodata = src.count, src.nodata
+                data = src.read(1) if count == 1 else None
+    except rasterio.errors.RasterioIOError as exc:
+        raise DataFormatError(f"{where}: cannot be read as a GeoTIFF ({exc}); re-download the shard.") from exc
+    if count != 1:
+        raise DataFormatError(f"{where}: GeoTIFF with {count} bands, expected 1.")
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise DataFormatError(f"{where}: pixel type {data.dtype}, expected uint16 reflectance x 10000.")
+    return data, nodata
+
+
+def _thumbnail_rgb(cell) -> np.ndarray | None:
+    """The ``thumbnail`` cell (PNG bytes, or a {bytes, path} image struct) as [H, W, 3] uint8."""
+    blob = cell.get("bytes") if isinstance(cell, dict) else cell
+    if blob is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(bytes(blob))) as img:
+            return np.asarray(img.convert("RGB"))
+    except Exception:  # noqa: BLE001 - a bookkeeping comparison only
+        return None
+
+
+def prepare_majortom(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
+    """MAJOR-TOM Core-S2L2A (Sentinel-2 L2A) RGB crops for pretraining (Table III).
+
+    Rules:
+    - Layout ``majortom/images/*.parquet`` (the suite acquires one shard, ``part_00001``);
+      rows of every shard in (shard name, row) order. Each row is one grid cell; its columns
+      ``B04``, ``B03``, ``B02`` hold single-band GeoTIFF bytes (10 m, 1068² in the real data)
+      and are stacked as R, G, B. A shard lacking one of them is an error naming it.
+    - Reflectance → uint8 with a fixed rule, MAJOR-TOM's own thumbnail rendering
+      (:func:`s2l2a_to_uint8`): ``floor(255 · clip(1.3 · (DN/10000)^0.6, 0, 1))``.
+    - ``num_images`` crops (one per row if None) spread over the rows: every row gets
+      ``num_images // rows`` crops and ``num_images % rows`` rows, drawn without replacement
+      with ``numpy.random.default_rng(seed)``, one more. Then, in row order, each crop's
+      ``tile_size``² offset is drawn uniformly from the same generator (redrawn if the row
+      already has a crop there, so crops of a row may overlap but never repeat).
+    - Crops are not filtered: those holding nodata pixels (a band equal to its GeoTIFF nodata
+      value, 0 when unset) are kept and counted in ``nodata_crops``. Where a ``thumbnail``
+      column decodes to the band size, every crop is compared with the thumbnail at the same
+      place (``thumbnail_check``, bookkeeping only). Single split ``train``.
+    """
+    t = _check_tile_size(tile_size)
+    sources = _Sources(raw_root)
+    raw = _raw_dir(Path(raw_root), "majortom")
+    images = _need_dir(raw / "images", "majortom", "MAJOR-TOM images")
+    shards = sorted((p for p in images.glob("*.parquet") if p.is_file()), key=lambda p: _natural_key(p.name))
+    if not shards:
+        raise DataNotFoundError(
+            f"no *.parquet shard in {images}. Expected layout: {_LAYOUTS['majortom']} ({_README})."
+        )
+    pq = _parquet()
+    plan = []  # (shard, ParquetFile, number of rows)
+    for shard in shards:
+        try:
+            pf = pq.ParquetFile(shard)
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for broken files
+            raise DataFormatError(f"{shard}: cannot be read as a parquet file ({exc}); re-download it.") from exc
+        names = set(pf.schema_arrow.names)
+        missing = [b for b in MAJORTOM_RGB_BANDS if b not in names]
+        if missing:
+            raise DataFormatError(
+                f"{shard}: no column {', '.join(missing)} (columns: {', '.join(sorted(names))}); a MAJOR-TOM "
+                f"Core-S2L2A shard holds B04, B03, B02 as GeoTIFF bytes. Expected layout: {_LAYOUTS['majortom']}."
+            )
+        plan.append((shard, pf, pf.metadata.num_rows))
+    total = sum(n for _, _, n in plan)
+    if total == 0:
+        raise DataNotFoundError(f"the parquet shards in {images} hold no rows ({_README}).")
+    rng = np.random.default_rng(seed)
+    k_total = total if num_images is None else int(num_images)
+    if k_total < 1:
+        raise ConfigError(f"num_images must be a positive integer or None, got {num_images!r}")
+    per_row, extra = divmod(k_total, total)
+    counts = np.full(total, per_row, np.int64)
+    if extra:
+        counts[rng.choice(total, size=extra, replace=False)] += 1
+    out_dir = _start(out_dir)
+    acc = _Split("pretrain", t)
+    imgs = np.empty((k_total, t, t, 3), np.uint8)
+    rows: list[tuple[str, str, int, int]] = []
+    nodata_crops, thumb = 0, {"compared": 0, "equal": 0, "max_abs_diff": 0}
+    offset = 0  # global index of the first row of the current shard
+    for shard, pf, n_rows in plan:
+        if not counts[offset: offset + n_rows].any():
+            offset += n_rows
+            continue
+        rel = sources.add(shard)
+        names = pf.schema_arrow.names
+        cols = list(MAJORTOM_RGB_BANDS) + [c for c in ("grid_cell", "thumbnail") if c in names]
+        i = offset  # global index of the next row
+        for g in range(pf.num_row_groups):
+            g_rows = pf.metadata.row_group(g).num_rows
+            if not counts[i: i + g_rows].any():  # read only the row groups that hold chosen rows
+                i += g_rows
+                continue
+            for batch in pf.iter_batches(batch_size=8, columns=cols, row_groups=[g]):
+                data = batch.to_pydict()
+                for j in range(batch.num_rows):
+                    c = int(counts[i])
+                    r = i - offset
+                    i += 1
+                    if not c:
+                        continue
+                    bands, nodata = [], []
+                    for b in MAJORTOM_RGB_BANDS:
+                        arr, nd = _decode_band(data[b][j], f"{shard} row {r} column {b}")
+                        bands.append(arr)
+                        nodata.append(0 if nd is None else nd)
+                    shapes = {b: a.shape for b, a in zip(MAJORTOM_RGB_BANDS, bands)}
+                    if len(set(shapes.values())) != 1:
+                        raise DataFormatError(f"{shard} row {r}: band sizes differ {shapes}; expected equal sizes.")
+                    h, w = bands[0].shape
+                    if h < t or w < t:
+                        raise DataFormatError(f"{shard} row {r}: {w}x{h} bands are smaller than the {t}x{t} crop.")
+                    if (h - t + 1) * (w - t + 1) < c:
+                        raise DataNotFoundError(
+                            f"{shard} row {r}: {c} distinct {t}x{t} crops requested from a {w}x{h} cell; "
+                            f"num_images={num_images} is too large for {total} rows ({_README})."
+                        )
+                    rgb = np.stack([s2l2a_to_uint8(a) for a in bands], axis=-1)
+                    nd_mask = np.zeros((h, w), bool)
+                    for a, nd in zip(bands, nodata):
+                        nd_mask |= a == nd
+                    thumbnail = _thumbnail_rgb(data["thumbnail"][j]) if "thumbnail" in data else None
+                    if thumbnail is not None and thumbnail.shape != rgb.shape:
+                        thumbnail = None
+                    cell = data["grid_cell"][j] if "grid_cell" in data else None
+                    cell = re.sub(r"[^0-9A-Za-z_]+", "-", str(cell)) if cell else "cell"
+                    taken: set[tuple[int, int]] = set()
+                    for _ in range(c):
+                        while True:
+                            y = int(rng.integers(0, h - t + 1))
+                            x = int(rng.integers(0, w - t + 1))
+                            if (y, x) not in taken:
+                                break
+                        taken.add((y, x))
+                        crop = rgb[y: y + t, x: x + t]
+                        imgs[len(rows)] = crop
+                        nodata_crops += bool(nd_mask[y: y + t, x: x + t].any())
+                        if thumbnail is not None:
+                            d = int(np.abs(thumbnail[y: y + t, x: x + t].astype(np.int16) - crop).max())
+                            thumb["compared"] += 1
+                            thumb["equal"] += d == 0
+                            thumb["max_abs_diff"] = max(thumb["max_abs_diff"], d)
+                        rows.append((f"{shard.stem}_row{r}_{cell}_y{y}_x{x}", rel, y, x))
+        if i != offset + n_rows:  # pragma: no cover - metadata and data disagree
+            raise DataFormatError(f"{shard}: metadata says {n_rows} rows, {i - offset} read; re-download it.")
+        offset += n_rows
+    acc.add(rows, images=imgs)
+    rules = [
+        "Rows of images/*.parquet in (shard, row) order; bands B04, B03, B02 (GeoTIFF bytes) stacked as R, G, B.",
+        f"Reflectance to uint8: {MAJORTOM_SCALING}.",
+        f"{k_total} crops over {total} rows: {per_row} per row, plus one more in {extra} rows drawn without "
+        f"replacement with seed {seed} (num_images None: one crop per row).",
+        f"Each crop {t}x{t} at an offset drawn uniformly (same seeded generator, in row order); a repeated "
+        "offset within a row is redrawn (crops of a row may overlap).",
+        "No filtering: crops with nodata pixels (band == GeoTIFF nodata, 0 if unset) are kept and counted "
+        "in nodata_crops; no cloud filtering.",
+        "Single split 'train'; no labels.",
+    ]
+    return _finish(
+        "majortom", out_dir, t, {"train": acc}, rules, sources,
+        seed=int(seed), num_images=None if num_images is None else int(num_images),
+        bands_rgb=list(MAJORTOM_RGB_BANDS), scaling=MAJORTOM_SCALING,
+        rows_total=int(total), rows_used=int((counts > 0).sum()),
+        crops_per_row=[int(counts.min()), int(counts.max())],
+        nodata_crops=int(nodata_crops), thumbnail_check=thumb,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 
 PREPARERS: dict[str, Callable[..., dict]] = {
     "spacenet7-ss": prepare_spacenet7_ss,
@@ -1077,6 +1414,8 @@ PREPARERS: dict[str, Callable[..., dict]] = {
     "xview2-ss": prepare_xview2_ss,
     "xview2-cd": prepare_xview2_cd,
     "aid": prepare_aid,
+    "imagenet": prepare_imagenet,
+    "majortom": prepare_majortom,
 }
 
 
@@ -1084,7 +1423,8 @@ def prepare(name: str, raw_root, out_dir, tile_size: int, seed: int = 0, num_ima
     """Prepare data set ``name`` from ``raw_root/<raw dir>`` into ``out_dir``; return the manifest.
 
     ``raw_root`` is the parent of the per-data-set raw dirs (:data:`RAW_DIR_OF`), ``out_dir``
-    this data set's prepared dir. ``seed``/``num_images`` matter for ``aid`` only.
+    this data set's prepared dir. ``seed``/``num_images`` matter for the pretraining sets only
+    (``aid``, ``imagenet``, ``majortom``).
     """
     if name not in PREPARERS:
         raise UnknownNameError("prepared data set", name, PREPARERS)
@@ -1097,7 +1437,10 @@ __all__ = [
     "RAW_DIR_OF",
     "SPACENET7_EXCLUDED_AOIS",
     "SPACENET7_SPLIT",
+    "MAJORTOM_RGB_BANDS",
+    "MAJORTOM_SCALING",
     "TASK_OF",
     "prepare",
     "resize_bilinear_cv2",
+    "s2l2a_to_uint8",
 ]

@@ -19,10 +19,20 @@ from ..errors import DataFormatError, DataNotFoundError
 _KEYS = {"ss": ("images", "labels"), "cd": ("pre", "post", "labels"), "pretrain": ("images",)}
 
 
+def to_model_input(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """uint8 images (any shape) → ``dtype`` in [-1, 1] (x / 127.5 − 1); float input unchanged."""
+    return x.to(dtype) / 127.5 - 1.0 if x.dtype == torch.uint8 else x
+
+
 def _image_tensor(tile: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] → float32 [3, H, W] in [-1, 1] (x / 127.5 − 1)."""
     x = torch.from_numpy(np.array(tile, dtype=np.float32)).permute(2, 0, 1)
     return (x / 127.5 - 1.0).contiguous()
+
+
+def _uint8_tensor(tile: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] → uint8 [3, H, W] (scaled on the device by :func:`to_model_input`)."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(tile).transpose(2, 0, 1)))
 
 
 class TileDataset(Dataset):
@@ -33,10 +43,13 @@ class TileDataset(Dataset):
     ``{"image", "index"}``. ``transform``, if given, is applied to each item dict.
     """
 
-    def __init__(self, prepared_dir, split: str, transform=None):
+    def __init__(self, prepared_dir, split: str, transform=None, uint8: bool = False):
         self.root = Path(prepared_dir)
         self.split = split
         self.transform = transform
+        # uint8: items keep the stored bytes (images uint8 [3,H,W], mask uint8) and the
+        # device scales them (to_model_input): 4× less to copy, no per-sample float work.
+        self.uint8 = uint8
         manifest_path = self.root / "manifest.json"
         if not manifest_path.is_file():
             raise DataNotFoundError(
@@ -104,12 +117,13 @@ class TileDataset(Dataset):
         if not 0 <= index < self._count:
             raise IndexError(f"index {index} out of range for {self._count} samples")
         a = self._open()
+        image = _uint8_tensor if self.uint8 else _image_tensor
         if self.task == "cd":
-            item = {"pre": _image_tensor(a["pre"][index]), "post": _image_tensor(a["post"][index])}
+            item = {"pre": image(a["pre"][index]), "post": image(a["post"][index])}
         else:
-            item = {"image": _image_tensor(a["images"][index])}
+            item = {"image": image(a["images"][index])}
         if "labels" in a:
-            item["mask"] = torch.from_numpy(np.array(a["labels"][index], dtype=np.int64))
+            item["mask"] = torch.from_numpy(np.array(a["labels"][index], dtype=np.uint8 if self.uint8 else np.int64))
         item["index"] = int(index)
         return self.transform(item) if self.transform is not None else item
 
@@ -117,4 +131,4 @@ class TileDataset(Dataset):
         return f"TileDataset({str(self.root)!r}, split={self.split!r}, task={self.task!r}, n={self._count})"
 
 
-__all__ = ["TileDataset"]
+__all__ = ["TileDataset", "to_model_input"]

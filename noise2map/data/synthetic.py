@@ -18,6 +18,11 @@ xview2     ``xview2/{train,test}/{images,labels,targets}/<disaster>_<8-digit id>
            (RGB PNG, xBD JSON with WKT polygons, ``*_target.png``); mostly santa-rosa-wildfire plus
            two socal-fire pairs the preparers must ignore; some santa-rosa pairs have no damage.
 aid        ``aid/AID/<ClassName>/<classname>_<n>.jpg`` (RGB JPEG).
+imagenet   ``imagenet/val/ILSVRC2012_val_<8 digits>.JPEG`` (JPEGs of varied sizes, every fifth
+           grayscale; one smaller than a tile, to exercise the upscaling rule).
+majortom   ``majortom/images/part_00001.parquet``: MAJOR-TOM Core-S2L2A columns (``product_id``,
+           ``grid_cell``, ``product_datetime``, ``thumbnail`` PNG bytes, ``B01``…``B12`` single-band
+           uint16 GeoTIFF bytes at 10/20/60 m, ``cloud_mask``); needs pyarrow.
 ========== ==================================================================================
 
 Scenes are a smooth vegetation/soil texture with buildings (axis-aligned rectangles and
@@ -32,12 +37,13 @@ Everything is a pure function of ``seed`` (``numpy.random.default_rng``); the fi
 for a given seed and size are byte-identical across runs.
 
 Sizes: ``"demo"`` (small images, brief counts, the default) and ``"fullsize"`` (the real image
-sizes — SpaceNet7 1024², WHU 512², WHU-CD 256², xView2 1024², AID 600² — with a handful of
-scenes, to exercise the paper's 256-px tiling path).
+sizes — SpaceNet7 1024², WHU 512², WHU-CD 256², xView2 1024², AID 600², ImageNet ~500×375,
+MAJOR-TOM 1068² — with a handful of scenes, to exercise the paper's 256-px tiling path).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -51,7 +57,8 @@ from affine import Affine
 from ..errors import ConfigError
 from ..io import atomic_path, write_json, write_text
 
-DATASETS = ("spacenet7", "whu", "whu-cd", "xview2", "aid")
+# New data sets go at the end: each one's generator is seeded with its index here.
+DATASETS = ("spacenet7", "whu", "whu-cd", "xview2", "aid", "imagenet", "majortom")
 
 # Real AOI names (Hafner et al. 2023 split): the first three train AOIs, the first val and
 # the first test AOI.
@@ -77,6 +84,8 @@ SIZES = {
         "xview2": dict(size=128, cell=16, bmin=8, bmax=14, counts={"train": 16, "test": 8},
                        no_damage={"train": 4, "test": 2}, other=2),
         "aid": dict(size=80, per_class=4),
+        "imagenet": dict(count=10, sizes=[(96, 72), (72, 96), (80, 64), (40, 28), (64, 64)]),
+        "majortom": dict(size=72, rows=5, row_group=2),
     },
     "fullsize": {
         "spacenet7": dict(size=1024, odd_size=1023, months=3, cell=32, bmin=8, bmax=24),
@@ -86,6 +95,8 @@ SIZES = {
         "xview2": dict(size=1024, cell=64, bmin=24, bmax=56, counts={"train": 3, "test": 2},
                        no_damage={"train": 1, "test": 1}, other=1),
         "aid": dict(size=600, per_class=1),
+        "imagenet": dict(count=5, sizes=[(500, 375), (375, 500), (500, 333), (200, 150), (500, 500)]),
+        "majortom": dict(size=1068, rows=3, row_group=2),
     },
 }
 
@@ -521,19 +532,144 @@ def _aid(root: Path, rng, p: dict) -> None:
             _write_jpeg(root / "AID" / cls / f"{cls.lower()}_{n}.jpg", _to_uint8(img))
 
 
+# --------------------------------------------------------------------------------------------
+# Table III ablation pretraining sets
+
+
+def _imagenet(root: Path, rng, p: dict) -> None:
+    """``imagenet/val/ILSVRC2012_val_<8 digits>.JPEG``: varied sizes (one smaller than a 32-px
+    tile in the demo, one below 256 in fullsize), every fifth image grayscale (mode L) as some
+    real ImageNet JPEGs are."""
+    sizes = p["sizes"]
+    for i in range(p["count"]):
+        w, h = sizes[i % len(sizes)]
+        s = min(h, w) / 64
+        img = _background(rng, h, w, scale=max(s, 0.25))
+        tint = rng.uniform(0.6, 1.4, 3).astype(np.float32)
+        img = img * tint
+        for _ in range(int(rng.integers(2, 6))):  # a few "objects": filled ellipses
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            ry, rx = rng.uniform(0.08, 0.3) * h, rng.uniform(0.08, 0.3) * w
+            yy, xx = np.ogrid[:h, :w]
+            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+            img[inside] = rng.uniform(20, 235, 3).astype(np.float32) + rng.normal(0, 6, (int(inside.sum()), 3))
+        arr = _to_uint8(img)
+        if i % 5 == 4:
+            arr = np.asarray(Image.fromarray(arr).convert("L"))
+        _write_jpeg(root / "val" / f"ILSVRC2012_val_{i + 1:08d}.JPEG", arr)
+
+
+# MAJOR-TOM Core-S2L2A columns, in the dataset card's order (huggingface.co/datasets/Major-TOM/
+# Core-S2L2A, README dataset_info): product_id, grid_cell, product_datetime, thumbnail, the 12
+# L2A bands as GeoTIFF bytes, cloud_mask. Band resolutions (m) from the card.
+MAJORTOM_BANDS = {
+    "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
+    "B08": 10, "B8A": 20, "B09": 60, "B11": 20, "B12": 20,
+}
+
+
+def geotiff_bytes(array: np.ndarray, crs: str = "EPSG:32633", transform=None, nodata=None) -> bytes:
+    """A single-band (DEFLATE) GeoTIFF of a 2-D array, as bytes — a MAJOR-TOM band cell."""
+    h, w = array.shape
+    transform = transform if transform is not None else from_origin(500000.0, 4500000.0, 10.0, 10.0)
+    with rasterio.MemoryFile() as mem:
+        with mem.open(driver="GTiff", height=h, width=w, count=1, dtype=array.dtype.name, crs=crs,
+                      transform=transform, nodata=nodata, compress="deflate") as dst:
+            dst.write(array, 1)
+        return bytes(mem.read())
+
+
+def s2l2a_thumbnail(b04: np.ndarray, b03: np.ndarray, b02: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] the way the MAJOR-TOM authors render their ``thumbnail`` column
+    (``floor(255 * clip(1.3 * (DN / 10000) ** 0.6, 0, 1))``; see prepare.s2l2a_to_uint8)."""
+    x = np.stack([b04, b03, b02], -1).astype(np.float64) / 10000.0
+    return (np.clip(1.3 * x ** 0.6, 0, 1) * 255).astype(np.uint8)
+
+
+def write_parquet(path: Path, columns: dict[str, list], row_group_size: int | None = None) -> None:
+    """A parquet file of ``{column: values}`` (str → string, bytes → binary), atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        k: pa.array(v, type=pa.binary() if v and isinstance(v[0], (bytes, bytearray)) else None)
+        for k, v in columns.items()
+    })
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size)
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _majortom(root: Path, rng, p: dict) -> None:
+    """``majortom/images/part_00001.parquet``: one row per grid cell with the real column
+    names; bands are uint16 reflectance x 10000 (nodata 0) derived from a vegetation/soil
+    scene, with a nodata wedge (swath edge) in the second row."""
+    n10 = p["size"]
+    cols: dict[str, list] = {k: [] for k in ("product_id", "grid_cell", "product_datetime", "thumbnail",
+                                             *MAJORTOM_BANDS, "cloud_mask")}
+    for i in range(p["rows"]):
+        row_u, col_r = 393 + i // 3, 510 + i % 3
+        day = 1 + int(rng.integers(0, 28))
+        west, north = 400000.0 + 10680.0 * (i % 3), 3920000.0 - 10680.0 * (i // 3)
+        rgb = _background(rng, n10, n10, scale=max(n10 / 80, 0.25))  # 0..255
+        # reflectance x 10000: red/green/blue with distinct gains, NIR high over vegetation
+        refl10 = {
+            "B04": rgb[..., 0] * 14.0 + 150, "B03": rgb[..., 1] * 12.0 + 200,
+            "B02": rgb[..., 2] * 10.0 + 250, "B08": 4200 - rgb[..., 0] * 9.0,
+        }
+        valid = np.ones((n10, n10), bool)
+        if i == 1:
+            yy, xx = np.mgrid[:n10, :n10]
+            valid = xx + yy >= n10 // 2  # a nodata wedge in the top-left corner
+        for band, res in MAJORTOM_BANDS.items():
+            f = res // 10
+            n = n10 // f
+            if band in refl10:
+                dn = refl10[band]
+            else:
+                dn = 1500 + 1500 * _smooth_noise(rng, n10, n10, 6 * f)
+            dn = dn + rng.normal(0, 20, (n10, n10))
+            dn = np.where(valid, np.clip(np.rint(dn), 1, 20000), 0).astype(np.uint16)
+            if f > 1:
+                dn = dn[f // 2::f, f // 2::f][:n, :n]
+            cols[band].append(geotiff_bytes(dn, "EPSG:32640", from_origin(west, north, res, res), nodata=0))
+            if band == "B04":
+                b04 = dn
+            elif band == "B03":
+                b03 = dn
+            elif band == "B02":
+                b02 = dn
+        cloud = (_smooth_noise(rng, n10, n10, 12) > 0.8).astype(np.uint8)
+        cols["cloud_mask"].append(geotiff_bytes(cloud, "EPSG:32640", from_origin(west, north, 10, 10)))
+        cols["thumbnail"].append(_png_bytes(s2l2a_thumbnail(b04, b03, b02)))
+        stamp = f"2021{(i % 12) + 1:02d}{day:02d}T065631"
+        cols["product_id"].append(f"S2A_MSIL2A_{stamp}_N0500_R063_T40SEE_2023{(i % 12) + 1:02d}{day:02d}T163151")
+        cols["grid_cell"].append(f"{row_u}U_{col_r}R")
+        cols["product_datetime"].append(f"2021-{(i % 12) + 1:02d}-{day:02d} 06:56:31")
+    write_parquet(root / "images" / "part_00001.parquet", cols, row_group_size=p["row_group"])
+
+
 _GENERATORS = {
     "spacenet7": _spacenet7,
     "whu": _whu,
     "whu-cd": _whu_cd,
     "xview2": _xview2,
     "aid": _aid,
+    "imagenet": _imagenet,
+    "majortom": _majortom,
 }
 
 
 def generate(dataset: str, raw_root: Path, seed: int = 0, size: str = "demo") -> Path:
     """Write the synthetic raw data of ``dataset`` under ``raw_root/<dataset>``; return that dir.
 
-    ``dataset`` is one of ``spacenet7``, ``whu``, ``whu-cd``, ``xview2``, ``aid``; ``size`` is
+    ``dataset`` is one of :data:`DATASETS` (``spacenet7``, ``whu``, ``whu-cd``, ``xview2``, ``aid``,
+    ``imagenet``, ``majortom``); ``size`` is
     ``"demo"`` or ``"fullsize"`` (see the module docstring). Deterministic for a given
     ``(dataset, seed, size)``: each data set draws from its own generator seeded with
     ``(seed, index of dataset)``, so generating one set never changes another.
@@ -560,7 +696,8 @@ def generate_all(raw_root: Path, seed: int = 0, size: str = "demo") -> dict[str,
     return {name: generate(name, raw_root, seed=seed, size=size) for name in DATASETS}
 
 
-__all__ = ["DATASETS", "SIZES", "SPACENET7_DEMO_AOIS", "generate", "generate_all"]
+__all__ = ["DATASETS", "MAJORTOM_BANDS", "SIZES", "SPACENET7_DEMO_AOIS", "generate", "generate_all",
+           "geotiff_bytes", "s2l2a_thumbnail", "write_parquet"]
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use

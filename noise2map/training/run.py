@@ -211,10 +211,10 @@ def selection_splits(config: dict, store: Path, dataset: str, seed: int, run: Pa
     from noise2map.data import TileDataset
     from noise2map.data.selection import carve_validation
 
-    train = TileDataset(store, "train")
+    train = TileDataset(store, "train", uint8=True)
     if config.get("selection", "released") == "released":
-        return train, TileDataset(store, config["training"]["validation_split"].get(dataset, "val"))
-    test = TileDataset(store, "test")
+        return train, TileDataset(store, config["training"]["validation_split"].get(dataset, "val"), uint8=True)
+    test = TileDataset(store, "test", uint8=True)
     keep, held = carve_validation([t["source"] for t in train.tiles], [t["source"] for t in test.tiles], seed)
     if run is not None:
         with atomic_path(run / "val_tiles.csv") as tmp:
@@ -283,7 +283,7 @@ def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None 
         raise CheckpointError(f"{checkpoint} does not exist: train the run first (noise2map train ...)")
     module = DiscriminativeTask.load_from_checkpoint(checkpoint, map_location="cpu")
     task, dataset = module.hparams.task, fields.get("dataset") or _dataset_from_run(run)
-    test_set = TileDataset(prepared_dir(config, dataset, task), "test")
+    test_set = TileDataset(prepared_dir(config, dataset, task), "test", uint8=True)
     trainer = trainer or _trainer(config, run, logger=False, enable_checkpointing=False)
     loader = _eval_loader(test_set, task_settings(config, dataset, task)["batch_size"], 0, trainer)
     trainer.test(module, loader, verbose=False)
@@ -366,7 +366,7 @@ def pretrain_run(config: dict, out_dir: Path, unet_kind: str = "noise2map") -> P
     trainer = _trainer(config, out_dir, pre["epochs"], [checkpoint, resumable], max_steps=pre.get("max_steps", -1),
                        precision=pre.get("precision", "32-true"), log_every_n_steps=1,
                        logger=CSVLogger(out_dir, name=f"train_log_{unet_kind}", version=""))
-    loader = _train_loader(TileDataset(prepared_dir(config, pre["dataset"], "pretrain"), "train"),
+    loader = _train_loader(TileDataset(prepared_dir(config, pre["dataset"], "pretrain"), "train", uint8=True),
                            pre["batch_size"], config["training"]["num_workers"], seed, trainer)
     resumable.sampler = loader.batch_sampler
     trainer.fit(module, loader, ckpt_path=last if last.exists() else None)

@@ -30,7 +30,22 @@ def task_inputs(batch: dict, task: str) -> tuple[torch.Tensor, ...]:
     return (batch["image"],) if task == "ss" else (batch["pre"], batch["post"])
 
 
-class DiscriminativeTask(L.LightningModule):
+class _DeviceScaling:
+    """Tile stores hand over uint8 tiles; they become model inputs on the device."""
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        from noise2map.data.store import to_model_input
+
+        batch = dict(batch)
+        for key in ("image", "pre", "post"):
+            if key in batch:
+                batch[key] = to_model_input(batch[key], self.dtype)
+        if "mask" in batch:
+            batch["mask"] = batch["mask"].long()
+        return batch
+
+
+class DiscriminativeTask(_DeviceScaling, L.LightningModule):
     """Weighted cross-entropy training of any registered model (SS or CD).
 
     A timestep-conditioned model (Noise2Map) gets t ~ U[0, T) per sample in training,
@@ -130,7 +145,7 @@ class DiscriminativeTask(L.LightningModule):
         return cls(self.parameters(), lr=self.hparams.lr)
 
 
-class _Pretraining(L.LightningModule):
+class _Pretraining(_DeviceScaling, L.LightningModule):
     """Self-supervised pretraining of a denoising UNet on the AID sample (paper §IV-B): AdamW,
     linear warm-up then cosine decay. Subclasses define ``self.unet`` and ``denoising_loss``."""
 
