@@ -25,7 +25,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from noise2map.keyed_random import epoch_seed, keyed_normal, keyed_randint, sample_keys  # noqa: F401
+from noise2map.keyed_random import epoch_seed
 
 log = logging.getLogger(__name__)
 
