@@ -27,8 +27,10 @@ localrules:
     fetch_weights,
     write_table1,
     write_selection_delta,
+    write_ablation_table,
 
 
 rule all:
     input:
         rules.write_table1.output.csv,
+        expand(f"{RESULTS}/{{table}}.csv", table=ABLATION_TABLES),

@@ -9,7 +9,7 @@
     noise2map pretrain --config CFG --output-dir DIR
     noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT]
     noise2map evaluate RUN_DIR [--devices N] [--accelerator cpu|gpu]   re-score a run on test
-    noise2map tables table1|selection-delta --output CSV METRICS.json ...
+    noise2map tables table1|table4|table5|selection-delta --output CSV METRICS.json ...
     noise2map weights fetch [NAME ...] --cache DIR   pretrained checkpoints into the cache
     noise2map bench efficiency [--models M ...] [--size paper] [--output CSV]
     noise2map bench loader [--workers 0 2] [--batch-size 8] [--output JSON]   tile store vs per-sample GeoTIFF
@@ -113,6 +113,10 @@ def cmd_train(args) -> None:
     config = _config(args.config)
     if args.selection:
         config["selection"] = args.selection
+    if args.ablation:
+        from noise2map.ablations import ablation_config
+
+        config = ablation_config(config, *args.ablation.split("/", 1))
     run = Path(args.run_dir) if args.run_dir else run_dir(config, args.task, args.dataset, args.model, args.seed)
     metrics = train_run(config, args.task, args.dataset, args.model, args.seed, run,
                         Path(args.pretrained) if args.pretrained else None)
@@ -131,7 +135,11 @@ def cmd_evaluate(args) -> None:
 def cmd_tables(args) -> None:
     from noise2map.tables import write_selection_delta, write_table1
 
-    if args.table == "table1":
+    if args.table in ("table4", "table5"):
+        from noise2map.ablations import write_ablation_table
+
+        table = write_ablation_table(args.table, args.metrics, Path(args.output))
+    elif args.table == "table1":
         table = write_table1(args.metrics, Path(args.output), resamples=args.resamples,
                              bootstrap_seed=args.bootstrap_seed)
     else:
@@ -304,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", help="pretrained UNet state dict (Noise2Map only)")
     p.add_argument("--run-dir", help="default: <results_dir>/runs/<task>/<dataset>/<model>/seed<k>")
     p.add_argument("--selection", choices=["released", "val"], help="checkpoint selection (default: the config's)")
+    p.add_argument("--ablation", metavar="TABLE/VARIANT", help="an ablation variant, e.g. table4/T500 (noise2map.ablations)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="re-score a run's best checkpoint on the test split")
@@ -313,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tables", help="write a paper table from run metrics")
-    p.add_argument("table", choices=["table1", "selection-delta"])
+    p.add_argument("table", choices=["table1", "selection-delta", "table4", "table5"])
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap replicates for the intervals")
     p.add_argument("--bootstrap-seed", type=int, default=0)
     p.add_argument("--output", required=True, help="CSV path; the Markdown goes beside it")

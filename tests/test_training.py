@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from noise2map.config import load_config, prepared_dir
 from noise2map.data import generate, prepare
@@ -105,3 +106,16 @@ def test_val_selection_trains_on_the_rest_and_records_its_tiles(config, tmp_path
     train_ids = pd.read_csv(prepared_dir(config, "whu", "cd") / "train" / "tiles.csv")["tile_id"]
     assert len(held) == -(-len(train_ids) // 10) and set(held) <= set(train_ids)
     assert metrics["selection"] == "val" and metrics["selected_on"] == "val-carve"
+
+
+def test_ablation_run_uses_its_variant_and_half_the_training_scenes(config, tmp_path):
+    from noise2map.ablations import ablation_config
+
+    ablated = ablation_config({**config, "ablations": {**config["ablations"], "max_epochs": 1}}, "table4", "T500")
+    train_run(ablated, "cd", "whu", "noise2map-cd", 0, tmp_path / "run")
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["noise2map"]["scheduler"]["num_train_timesteps"] == 500 and saved["noise2map"]["test_timestep"] == 499
+    steps = pd.read_csv(tmp_path / "run" / "train_log" / "metrics.csv")["train/loss"].notna().sum()
+    n_train = len(pd.read_csv(prepared_dir(config, "whu", "cd") / "train" / "tiles.csv"))
+    batches = -(-(-(-n_train // 2)) // config["training"]["datasets"]["whu"]["cd"]["batch_size"])
+    assert steps == -(-batches // config["training"]["grad_accumulation"])  # one epoch over half the scenes

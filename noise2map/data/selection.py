@@ -46,15 +46,29 @@ def carve_validation(train_sources: list[str], test_sources: list[str], seed: in
     if len(set(scenes)) < 2 or not candidates:
         raise DataFormatError(f"cannot carve a validation subset: {len(set(scenes))} training scene(s), "
                               f"{len(candidates)} without test tiles")
-    order = np.random.default_rng(seed).permutation(len(candidates))
-    target = max(1, math.ceil(fraction * len(scenes)))
-    counts = Counter(scenes)
-    held, size = set(), 0
-    for i in order:
-        if size >= target or len(held) == len(set(scenes)) - 1:
-            break
-        held.add(candidates[i])
-        size += counts[candidates[i]]
+    held = _draw_scenes(scenes, candidates, max(1, math.ceil(fraction * len(scenes))), seed)
     val = [i for i, s in enumerate(scenes) if s in held]
     train = [i for i, s in enumerate(scenes) if s not in held]
     return train, val
+
+
+def scene_subset(sources: list[str], fraction: float, seed: int) -> list[int]:
+    """Indices of a seeded ``fraction`` of the tiles in whole scenes (the ablations' 50 %)."""
+    scenes = [scene_of(s) for s in sources]
+    if fraction >= 1:
+        return list(range(len(scenes)))
+    held = _draw_scenes(scenes, sorted(set(scenes)), max(1, math.ceil(fraction * len(scenes))), seed)
+    return [i for i, s in enumerate(scenes) if s in held]
+
+
+def _draw_scenes(scenes: list[str], candidates: list[str], target: int, seed: int) -> set[str]:
+    """Whole scenes in a seeded order until they hold ``target`` tiles; one scene always stays out."""
+    order = np.random.default_rng(seed).permutation(len(candidates))
+    counts = Counter(scenes)
+    held, size = set(), 0
+    for i in order:
+        if size >= target or len(held) == len(counts) - 1:
+            break
+        held.add(candidates[i])
+        size += counts[candidates[i]]
+    return held

@@ -209,17 +209,24 @@ def selection_splits(config: dict, store: Path, dataset: str, seed: int, run: Pa
     in the run folder's ``val_tiles.csv``.
     """
     from noise2map.data import TileDataset
-    from noise2map.data.selection import carve_validation
+    from noise2map.data.selection import carve_validation, scene_subset
 
     train = TileDataset(store, "train", uint8=True)
+    sources = [t["source"] for t in train.tiles]
     if config.get("selection", "released") == "released":
-        return train, TileDataset(store, config["training"]["validation_split"].get(dataset, "val"), uint8=True)
-    test = TileDataset(store, "test", uint8=True)
-    keep, held = carve_validation([t["source"] for t in train.tiles], [t["source"] for t in test.tiles], seed)
-    if run is not None:
-        with atomic_path(run / "val_tiles.csv") as tmp:
-            pd.DataFrame({"tile_id": [train.tile_ids[i] for i in held]}).to_csv(tmp, index=False)
-    return torch.utils.data.Subset(train, keep), torch.utils.data.Subset(train, held)
+        keep, val = list(range(len(train))), TileDataset(store, config["training"]["validation_split"].get(dataset, "val"),
+                                                        uint8=True)
+    else:
+        test = TileDataset(store, "test", uint8=True)
+        keep, held = carve_validation(sources, [t["source"] for t in test.tiles], seed)
+        if run is not None:
+            with atomic_path(run / "val_tiles.csv") as tmp:
+                pd.DataFrame({"tile_id": [train.tile_ids[i] for i in held]}).to_csv(tmp, index=False)
+        val = torch.utils.data.Subset(train, held)
+    fraction = config["training"].get("train_fraction", 1.0)
+    if fraction < 1:  # the ablations' protocol: a seeded share of the training scenes
+        keep = [keep[i] for i in scene_subset([sources[k] for k in keep], fraction, seed)]
+    return (train if len(keep) == len(train) else torch.utils.data.Subset(train, keep)), val
 
 
 def _discard_stale_checkpoints(run: Path, config: dict, fields: dict) -> None:

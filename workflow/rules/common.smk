@@ -13,6 +13,10 @@ from noise2map.config import (
     run_settings,
     validate_config,
 )
+from noise2map.ablations import TABLES as ABLATION_TABLES
+from noise2map.ablations import ablation_config
+from noise2map.ablations import run_paths as ablation_run_paths
+from noise2map.ablations import variants as ablation_variants
 from noise2map.weights import CHECKPOINTS
 from noise2map.data import RAW_DIR_OF
 
@@ -41,6 +45,8 @@ wildcard_constraints:
     raw=_alternatives(set(RAW_DIR_OF.values())),
     checkpoint=_alternatives(CHECKPOINTS),
     unet="noise2map|sr3",
+    table="|".join(ABLATION_TABLES),
+    variant=r"[A-Za-z0-9]+",
 
 
 # Checkpoint selection of the preset's runs, and the other one (compared in selection_delta.csv).
@@ -58,3 +64,9 @@ def run_metrics(root=None):
         for model in config["models"][task]
         for seed in config["seeds"]
     ]
+
+
+def ablation_settings(config, table, variant, task):
+    """What an ablation run depends on: the variant's config, as run_settings sees it."""
+    return run_settings(ablation_config(config, table, variant), task, config["ablations"]["dataset"],
+                        f"noise2map-{task}")

@@ -21,6 +21,20 @@ rule write_table1:
         " --bootstrap-seed {params.bootstrap[seed]} {input.metrics} > {log} 2>&1"
 
 
+rule write_ablation_table:
+    input:
+        lambda wc: ablation_run_paths(config, RESULTS, wc.table),
+    output:
+        csv=f"{RESULTS}/{{table}}.csv",
+        md=f"{RESULTS}/{{table}}.md",
+    log:
+        f"logs/{config['preset']}/write_ablation_{{table}}.log",
+    message:
+        "Writing ablation {wildcards.table} ({config[preset]} preset)"
+    shell:
+        "noise2map tables {wildcards.table} --output {output.csv} {input} > {log} 2>&1"
+
+
 rule write_selection_delta:
     input:
         preset=run_metrics(),

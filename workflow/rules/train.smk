@@ -53,3 +53,28 @@ use rule train_model as train_model_other_selection with:
     message:
         "Training {wildcards.model} for {wildcards.task} on {wildcards.dataset} (seed {wildcards.seed}, "
         f"{OTHER_SELECTION} selection)"
+
+
+# The ablations (noise2map.ablations): Noise2Map on the ablation data set with one setting changed.
+rule train_ablation:
+    input:
+        pretrained=f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/noise2map_unet.pt",
+        config=ancient(RESOLVED_CONFIG),
+        data=lambda wc: f"{DATA}/prepared/{config['ablations']['dataset']}-{wc.task}/manifest.json",
+    output:
+        metrics=f"{RESULTS}/ablations/{{table}}/{{variant}}/{{task}}/seed{{seed}}/metrics.json",
+        counts=f"{RESULTS}/ablations/{{table}}/{{variant}}/{{task}}/seed{{seed}}/tile_counts.csv",
+    log:
+        f"logs/{config['preset']}/train_ablation/{{table}}_{{variant}}_{{task}}_seed{{seed}}.log",
+    params:
+        settings=lambda wc: ablation_settings(config, wc.table, wc.variant, wc.task),
+        dataset=config["ablations"]["dataset"],
+        run=lambda wc, output: Path(output.metrics).parent,
+    resources:
+        **rule_resources(config, "train_model"),
+    message:
+        "Ablation {wildcards.table} {wildcards.variant}: Noise2Map-{wildcards.task} (seed {wildcards.seed})"
+    shell:
+        "noise2map train --config {input.config} --task {wildcards.task} --dataset {params.dataset}"
+        " --model noise2map-{wildcards.task} --seed {wildcards.seed} --pretrained {input.pretrained}"
+        " --ablation {wildcards.table}/{wildcards.variant} --run-dir {params.run} > {log} 2>&1"
