@@ -67,3 +67,16 @@ def test_bad_names_are_clear():
         make_scheduler("euler")
     with pytest.raises(ConfigError, match="ss_noise"):
         TaskNoising("ss", ss_noise="pink")
+
+
+def test_noising_equals_each_schedulers_add_noise():
+    """Table V: the four schedulers share ᾱ_t; Heun's add_noise is x + σ_t·n (σ_t up to 157)."""
+    torch.manual_seed(0)
+    pre, post = torch.rand(3, 3, 8, 8) * 2 - 1, torch.rand(3, 3, 8, 8) * 2 - 1
+    t = torch.tensor([0, 500, 999])
+    for name in SCHEDULERS:
+        noising = TaskNoising("cd", {"name": name, "num_train_timesteps": 1000})
+        reference = make_scheduler(name).add_noise(torch.cat([pre, post], 1), torch.cat([post, pre], 1), t)
+        assert torch.allclose(noising((pre, post), t), reference, atol=1e-5), name
+    heun = TaskNoising("cd", {"name": "heun", "num_train_timesteps": 1000})
+    assert heun.sigma_noising and not TaskNoising("cd", {"name": "pndm", "num_train_timesteps": 1000}).sigma_noising

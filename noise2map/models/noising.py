@@ -20,6 +20,7 @@ SCHEDULERS = {
     "heun": "HeunDiscreteScheduler",
 }
 SS_NOISES = ("image", "gaussian")
+SIGMA_SCHEDULERS = {"HeunDiscreteScheduler"}
 
 
 def make_scheduler(name: str = "ddim", num_train_timesteps: int = 1000, beta_schedule: str = "linear",
@@ -54,6 +55,10 @@ class TaskNoising(torch.nn.Module):
         sched = make_scheduler(**self.scheduler_config)
         # A buffer, so ᾱ follows the model to its device and into checkpoints.
         self.register_buffer("alphas_cumprod", sched.alphas_cumprod.clone().float(), persistent=False)
+        # All four schedulers of Table V define the same ᾱ_t for the same βs; what differs is
+        # add_noise, which the released code calls: the Karras-style schedulers (Heun) add
+        # σ_t-scaled noise to the unscaled input instead of the variance-preserving mix.
+        self.sigma_noising = SCHEDULERS[self.scheduler_config.get("name", "ddim")] in SIGMA_SCHEDULERS
 
     @property
     def num_train_timesteps(self) -> int:
@@ -88,4 +93,6 @@ class TaskNoising(torch.nn.Module):
         """
         x, noise = self.clean_and_noise(images, generator, noise_keys)
         abar = self.alphas_cumprod.to(x.device)[timesteps].to(x.dtype).view(-1, 1, 1, 1)
+        if self.sigma_noising:  # x + σ_t·n, σ_t = √((1−ᾱ_t)/ᾱ_t): Heun's add_noise
+            return x + ((1 - abar) / abar).sqrt() * noise
         return abar.sqrt() * x + (1 - abar).sqrt() * noise
