@@ -23,11 +23,16 @@ include: "workflow/rules/tables.smk"
 # compute nodes of many clusters have no internet for the downloads).
 localrules:
     all,
-    resolve_config,
     fetch_weights,
     write_table1,
     write_selection_delta,
     write_ablation_table,
+
+
+onstart:
+    from noise2map.config import write_resolved_config
+
+    write_resolved_config(config, RESOLVED_CONFIG)
 
 
 rule all:

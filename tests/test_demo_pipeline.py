@@ -91,3 +91,20 @@ def test_rerun_has_nothing_to_do(demo_run):
     dry = snakemake("-n", "results/demo/table1.csv", "results/demo/selection_delta.csv")
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+@pytest.mark.slow
+def test_a_preset_edit_plans_the_jobs_it_affects_in_one_run(demo_run):
+    """Editing the learning rate replans every training (and nothing upstream) in the same
+    invocation; the resolved config is written at start, not by a rule the DAG waits on."""
+    work, _ = demo_run
+    edit = work / "edit.yaml"
+    edit.write_text(yaml.safe_dump({"training": {"lr": 0.002}}))
+    cmd = SNAKEMAKE + ["--directory", str(work), "-n", "results/demo/table1.csv", "--configfile",
+                       str(ROOT / "workflow/config/demo.yaml"), str(work / "reduced.yaml"), str(edit)]
+    dry = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    out = dry.stdout + dry.stderr
+    stats = out[out.index("Job stats"):].split("\n\n")[0]
+    assert "train_model " in stats and "write_table1" in stats
+    assert "pretrain_unet" not in stats and "prepare_dataset" not in stats

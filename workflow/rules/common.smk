@@ -26,9 +26,11 @@ validate_config(config, source="Snakemake config")
 RESULTS = config["results_dir"]
 DATA = config["data_dir"]
 WEIGHTS = config["weights_dir"]
-# Every CLI call reads the merged preset from here. Rules take it as ancient(): what a job
-# depends on is in its params (see noise2map.config.*_settings), so editing one part of a
-# preset reruns only the jobs that part affects.
+# Every CLI call reads the merged preset from here. It is written when the run starts
+# (onstart, in the Snakefile), not by a rule: no job depends on the file itself. What a
+# job depends on is in its params (noise2map.config.*_settings), so editing one part of a
+# preset reruns only the jobs that part affects. (A rule with the file as an ancient()
+# input made Snakemake 9 run only that rule after a preset edit and stop.)
 RESOLVED_CONFIG = f"{RESULTS}/config.yaml"
 
 

@@ -1,19 +1,6 @@
 # Raw data (synthetic in the demo, user-supplied or downloaded otherwise) → tile stores.
 
 
-rule resolve_config:
-    output:
-        RESOLVED_CONFIG,
-    params:
-        config=config,
-    message:
-        "Writing the resolved {config[preset]} config"
-    run:
-        from noise2map.config import write_resolved_config
-
-        write_resolved_config(params.config, output[0])
-
-
 # The raw folder itself is never a declared output: Snakemake deletes the outputs of a job
 # before rerunning it, and raw data must survive any rerun. A marker beside it stands in.
 if config["raw_source"] == "synthetic":
@@ -54,7 +41,6 @@ else:
 
 rule prepare_dataset:
     input:
-        config=ancient(RESOLVED_CONFIG),
         raw=lambda wc: f"{DATA}/raw/{RAW_DIR_OF[wc.name]}.ready.json",
     output:
         f"{DATA}/prepared/{{name}}/manifest.json",
@@ -69,4 +55,4 @@ rule prepare_dataset:
     message:
         "Preparing {wildcards.name} tiles"
     shell:
-        "noise2map prepare {wildcards.name} --config {input.config} > {log} 2>&1"
+        "noise2map prepare {wildcards.name} --config {RESOLVED_CONFIG} > {log} 2>&1"

@@ -8,7 +8,6 @@ def pretrain_init(wildcards):
 
 rule pretrain_unet:
     input:
-        config=ancient(RESOLVED_CONFIG),
         data=f"{DATA}/prepared/{config['pretrain']['dataset']}/manifest.json",
         init=pretrain_init,
     output:
@@ -24,5 +23,5 @@ rule pretrain_unet:
     message:
         "Pretraining the {wildcards.unet} UNet on {config[pretrain][num_images]} {config[pretrain][dataset]} images"
     shell:
-        "noise2map pretrain --config {input.config} --unet {wildcards.unet}"
+        "noise2map pretrain --config {RESOLVED_CONFIG} --unet {wildcards.unet}"
         " --output-dir $(dirname {output.unet}) > {log} 2>&1"

@@ -52,7 +52,6 @@ rule write_selection_delta:
 
 rule write_efficiency:
     input:
-        config=ancient(RESOLVED_CONFIG),
     output:
         csv=f"{RESULTS}/efficiency.csv",
         md=f"{RESULTS}/efficiency.md",
@@ -65,4 +64,4 @@ rule write_efficiency:
     message:
         "Measuring parameters, FLOPs and latency of every model ({config[preset]} preset)"
     shell:
-        "noise2map bench efficiency --config {input.config} --models {params.models} --output {output.csv} > {log} 2>&1"
+        "noise2map bench efficiency --config {RESOLVED_CONFIG} --models {params.models} --output {output.csv} > {log} 2>&1"

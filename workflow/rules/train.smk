@@ -14,7 +14,6 @@ def pretrained_inputs(wildcards):
 rule train_model:
     input:
         unpack(pretrained_inputs),
-        config=ancient(RESOLVED_CONFIG),
         data=f"{DATA}/prepared/{{dataset}}-{{task}}/manifest.json",
     output:
         metrics=f"{RESULTS}/runs/{{task}}/{{dataset}}/{{model}}/seed{{seed}}/metrics.json",
@@ -32,7 +31,7 @@ rule train_model:
     message:
         "Training {wildcards.model} for {wildcards.task} on {wildcards.dataset} (seed {wildcards.seed})"
     shell:
-        "noise2map train --config {input.config} --task {wildcards.task} --dataset {wildcards.dataset}"
+        "noise2map train --config {RESOLVED_CONFIG} --task {wildcards.task} --dataset {wildcards.dataset}"
         " --model {wildcards.model} --seed {wildcards.seed} {params.pretrained} {params.selection} > {log} 2>&1"
 
 
@@ -59,7 +58,6 @@ use rule train_model as train_model_other_selection with:
 rule train_ablation:
     input:
         pretrained=f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/noise2map_unet.pt",
-        config=ancient(RESOLVED_CONFIG),
         data=lambda wc: f"{DATA}/prepared/{config['ablations']['dataset']}-{wc.task}/manifest.json",
     output:
         metrics=f"{RESULTS}/ablations/{{table}}/{{variant}}/{{task}}/seed{{seed}}/metrics.json",
@@ -75,6 +73,6 @@ rule train_ablation:
     message:
         "Ablation {wildcards.table} {wildcards.variant}: Noise2Map-{wildcards.task} (seed {wildcards.seed})"
     shell:
-        "noise2map train --config {input.config} --task {wildcards.task} --dataset {params.dataset}"
+        "noise2map train --config {RESOLVED_CONFIG} --task {wildcards.task} --dataset {params.dataset}"
         " --model noise2map-{wildcards.task} --seed {wildcards.seed} --pretrained {input.pretrained}"
         " --ablation {wildcards.table}/{wildcards.variant} --run-dir {params.run} > {log} 2>&1"
