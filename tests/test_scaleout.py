@@ -203,9 +203,11 @@ def test_resume_snakemake_target_after_kill_9_mid_epoch(tmp_path):
     assert "Restoring states from the checkpoint" in log
 
     whole = tmp_path / "whole"
-    subprocess.run([sys.executable, "-m", "noise2map.cli", "train", "--config", str(tmp_path / "results/demo/config.yaml"),
-                    "--task", "cd", "--dataset", "whu", "--model", "fc-siam-conc", "--seed", "4", "--run-dir",
-                    str(whole)], check=True, capture_output=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "noise2map.cli", "train", "--config",
+                           str(tmp_path / "results/demo/config.yaml"), "--task", "cd", "--dataset", "whu", "--model",
+                           "fc-siam-conc", "--seed", "4", "--run-dir", str(whole)], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
     resumed_counts, whole_counts = pd.read_csv(run / "tile_counts.csv"), pd.read_csv(whole / "tile_counts.csv")
     assert resumed_counts.equals(whole_counts), (epoch, done)
 
