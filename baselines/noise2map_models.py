@@ -23,10 +23,11 @@ def unet_config(size: str, overrides: dict | None = None) -> dict:
 
 
 def build(task: str, size: str, num_classes: int = 2, scheduler: dict | None = None,
-          ss_noise: str = "image", unet: dict | None = None):
+          ss_noise: str = "image", unet: dict | None = None, diffusion: bool = True):
     from noise2map.models import Noise2Map
 
-    return Noise2Map(task, num_classes, unet=unet_config(size, unet), scheduler=scheduler, ss_noise=ss_noise)
+    return Noise2Map(task, num_classes, unet=unet_config(size, unet), scheduler=scheduler, ss_noise=ss_noise,
+                     diffusion=diffusion)
 
 
 _NOTE = "diffusers UNet2DModel (google/ddpm-church-256 config, 113.67M) + 3x3 in/out convs"

@@ -1,74 +1,180 @@
 """The paper's ablations as config variants of Noise2Map, and their tables.
 
-Protocol (paper §V): WHU, 50 % of the training data, 100 epochs, Noise2Map for SS and CD.
-Each variant is the preset with a few keys overridden; its runs live under
-``<results>/ablations/<table>/<variant>/<task>/seed<k>/`` and each table is written beside
-the paper's numbers (results/paper/paper_ablations.csv).
+Protocol (paper §V-D): WHU, 50 % of the training data, 100 epochs, Noise2Map for SS and CD.
+Each variant is the preset with a few keys overridden. Its runs live under
+``<results>/ablations/<table>/<variant>/<task>/seed<k>/``, except that every variant equal
+to the preset itself (Table II's "with diffusion", Table III's AID, Table IV's preset T,
+Table V's preset scheduler, the multi-task table's single-task rows) shares one run under
+``ablations/base/preset/``: one configuration, one run. Multi-task runs train one model for
+both tasks: ``ablations/multitask/<variant>/seed<k>/<task>/``.
 
-Built so far: Table IV (number of timesteps T) and Table V (the scheduler whose ᾱ_t the
-noising uses). Tables II, III and the multi-task table are not yet built.
+Tables: II (diffusion formulation, plus the released code's SS noise against the paper
+text's), III (pretraining data), IV (T), V (scheduler), multi-task (λ_CD, λ_SS). Each is
+written beside the paper's numbers (results/paper/paper_ablations.csv).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 
-from noise2map.config import deep_merge
+from noise2map.config import PRETRAIN_DATASETS, deep_merge
 from noise2map.errors import UnknownNameError
 from noise2map.io import atomic_path, write_text
 
 PAPER_ABLATIONS = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper_ablations.csv"
-TABLES = {"table4": ("IV", "Number of diffusion timesteps T"), "table5": ("V", "Noise scheduler (ᾱ_t in training)")}
+TABLES = {
+    "table2": ("II", "Effect of the diffusion component"),
+    "table3": ("III", "Effect of the pretraining data"),
+    "table4": ("IV", "Number of diffusion timesteps T"),
+    "table5": ("V", "Noise scheduler"),
+    "multitask": ("MT", "Multi-task vs single-task learning"),
+}
+BASE = ("base", "preset")  # the run every no-op variant shares
 _SCHEDULER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "pndm": "PNDM", "heun": "Heun"}
+_PRETRAIN_NAMES = {"aid": "AID 10k", "imagenet": "ImageNet 10k", "majortom": "MAJOR-TOM Sentinel-2 10k"}
+_SS_NOISE_NAMES = {"image": "the image itself (released code)", "gaussian": "Gaussian (paper text)"}
+_NOTES = {
+    "table2": "Without diffusion: the same UNet without its timestep embedding, trained on the clean "
+              "inputs (the released code's `use_timestep=False`). The SS-noise row, which the paper lacks, "
+              "trains SS with the other SS noise than the preset's.",
+    "table3": "Each pretraining sample has `pretrain.num_images` images ({num_images} here; 10k in the "
+              "paper); scratch fine-tunes a randomly initialised UNet.",
+    "table4": "Validation and test timesteps follow T as the released code derives them (T // 2, T − 1).",
+    "table5": "The four schedulers define the same ᾱ_t for the same βs; what differs is `add_noise` "
+              "(Heun: x + σ_t·n). DDIM, DDPM and PNDM runs are therefore identical for one seed.",
+    "multitask": "One shared UNet with an SS and a CD head, trained on L = λ_CD·L_CD + λ_SS·L_SS "
+                 "(one SS and one CD batch per step); single-task rows are the preset's own runs.",
+}
+
+
+def lambda_variant(lambda_cd: float, lambda_ss: float) -> str:
+    """A wildcard-safe variant name for a λ pair: (0.7, 1.3) → ``cd0p7ss1p3``."""
+    return f"cd{lambda_cd:g}ss{lambda_ss:g}".replace(".", "p")
+
+
+def lambdas_of(variant: str) -> tuple[float, float]:
+    match = re.fullmatch(r"cd([0-9p]+)ss([0-9p]+)", variant)
+    if not match:
+        raise UnknownNameError("multi-task variant", variant, ["cd<λ_CD>ss<λ_SS>, e.g. cd0p7ss1p3"])
+    return tuple(float(g.replace("p", ".")) for g in match.groups())
 
 
 def variants(config: dict) -> dict[str, dict[str, dict]]:
     """table → variant name → the config keys it overrides."""
     ab = config["ablations"]
+    other_noise = "gaussian" if config["noise2map"]["ss_noise"] == "image" else "image"
     return {
+        "table2": {"diffusion": {}, "nodiffusion": {"noise2map": {"diffusion": False}},
+                   f"ss{other_noise}": {"noise2map": {"ss_noise": other_noise}}},
+        "table3": {"scratch": {}, **{d: {"pretrain": {"dataset": d}} for d in PRETRAIN_DATASETS}},
         # val/test timesteps follow T as the released code derives them (T // 2, T − 1)
         "table4": {f"T{t}": {"noise2map": {"scheduler": {"num_train_timesteps": t}, "val_timestep": t // 2,
                                            "test_timestep": t - 1}} for t in ab["timesteps"]},
         "table5": {s: {"noise2map": {"scheduler": {"name": s}}} for s in ab["schedulers"]},
+        "multitask": {"single": {}, **{lambda_variant(*pair): {} for pair in ab["multitask_lambdas"]}},
     }
 
 
+def is_multitask(table: str, variant: str) -> bool:
+    return table == "multitask" and variant != "single"
+
+
+def pretraining(config: dict, table: str, variant: str) -> str | None:
+    """The sample the variant's UNet was pretrained on (None: trained from scratch)."""
+    if table == "table3":
+        return None if variant == "scratch" else variant
+    return config["pretrain"]["dataset"]
+
+
+def variant_tasks(config: dict, table: str, variant: str) -> list[str]:
+    """The tasks a variant is run for (the SS-noise row is SS only)."""
+    tasks = config["ablations"]["tasks"]
+    return [t for t in tasks if t == "ss"] if variant.startswith("ss") and table == "table2" else list(tasks)
+
+
 def paper_setting(table: str, variant: str) -> str:
-    """The row label of paper_ablations.csv for a variant."""
+    """The row label, as in paper_ablations.csv where the paper has the row."""
+    if table == "table2":
+        return {"diffusion": "with diffusion",
+                "nodiffusion": "without diffusion (no noising, no timestep embedding)"}.get(
+            variant, f"with diffusion, SS noise: {_SS_NOISE_NAMES.get(variant[2:], variant[2:])}")
+    if table == "table3":
+        return "pretraining: none (scratch)" if variant == "scratch" else f"pretraining: {_PRETRAIN_NAMES[variant]}"
     if table == "table4":
         return f"timesteps {variant[1:]}"
-    return f"scheduler {_SCHEDULER_NAMES[variant]}"
+    if table == "table5":
+        return f"scheduler {_SCHEDULER_NAMES[variant]}"
+    if variant == "single":
+        return "single-task"
+    lambda_cd, lambda_ss = lambdas_of(variant)
+    return f"multi-task lambda_cd={lambda_cd:.1f} lambda_ss={lambda_ss:.1f}"
 
 
-def ablation_config(config: dict, table: str, variant: str) -> dict:
-    """The preset with the variant's keys and the ablation protocol (data set, fraction, epochs)."""
+def _checked(config: dict, table: str, variant: str) -> dict:
+    if table == BASE[0]:
+        if variant != BASE[1]:
+            raise UnknownNameError("base variant", variant, [BASE[1]])
+        return {}
     table_variants = variants(config).get(table)
     if table_variants is None:
         raise UnknownNameError("ablation table", table, TABLES)
     if variant not in table_variants:
         raise UnknownNameError(f"{table} variant", variant, table_variants)
+    return table_variants[variant]
+
+
+def ablation_config(config: dict, table: str, variant: str) -> dict:
+    """The preset with the variant's keys and the ablation protocol (data set, fraction, epochs)."""
+    overrides = _checked(config, table, variant)
     ab = config["ablations"]
     protocol = {"training": {"train_fraction": ab["train_fraction"],
                              "datasets": {ab["dataset"]: {t: {"max_epochs": ab["max_epochs"]} for t in ("ss", "cd")}}}}
-    return deep_merge(deep_merge(config, protocol), table_variants[variant])
+    return deep_merge(deep_merge(config, protocol), overrides)
+
+
+def run_of(config: dict, table: str, variant: str) -> tuple[str, str]:
+    """(table, variant) of the run behind a table row: the shared base run when the variant
+    is the preset itself (same config, same pretraining)."""
+    if is_multitask(table, variant):
+        return table, variant
+    same = (ablation_config(config, table, variant) == ablation_config(config, *BASE)
+            and pretraining(config, table, variant) == config["pretrain"]["dataset"])
+    return BASE if same else (table, variant)
+
+
+def run_path(config: dict, results: str, table: str, variant: str, task: str, seed: int) -> str:
+    if is_multitask(table, variant):
+        return f"{results}/ablations/{table}/{variant}/seed{seed}/{task}/metrics.json"
+    run_table, run_variant = run_of(config, table, variant)
+    return f"{results}/ablations/{run_table}/{run_variant}/{task}/seed{seed}/metrics.json"
+
+
+def table_runs(config: dict, results: str, table: str) -> list[tuple[str, str]]:
+    """(variant, metrics.json) of every run a table needs, in row order."""
+    return [(variant, run_path(config, results, table, variant, task, seed))
+            for variant in variants(config)[table] for task in variant_tasks(config, table, variant)
+            for seed in config["seeds"]]
 
 
 def run_paths(config: dict, results: str, table: str) -> list[str]:
     """metrics.json of every run a table needs."""
-    return [f"{results}/ablations/{table}/{variant}/{task}/seed{seed}/metrics.json"
-            for variant in variants(config)[table] for task in config["ablations"]["tasks"]
-            for seed in config["seeds"]]
+    return [path for _, path in table_runs(config, results, table)]
 
 
 def build_ablation_table(table: str, metrics: pd.DataFrame, variant_of: list[str],
                          paper_csv: Path = PAPER_ABLATIONS) -> pd.DataFrame:
     """One row per (variant, task): F1 mean and std over seeds, the paper's F1 and the difference."""
     runs = metrics.assign(variant=variant_of)
+    from noise2map.intervals import DEGENERATE_RECALL_POS
+
     out = runs.groupby(["variant", "task"], sort=False).agg(
-        f1=("f1", "mean"), f1_std=("f1", "std"), iou=("iou", "mean"), n_seeds=("seed", "size")).reset_index()
+        f1=("f1", "mean"), f1_std=("f1", "std"), iou=("iou", "mean"), n_seeds=("seed", "size"),
+        recall_pos_min=("recall_pos", "min")).reset_index()
     out["f1_std"] = out["f1_std"].fillna(0.0)
+    out["degenerate"] = out["recall_pos_min"] < DEGENERATE_RECALL_POS
     out.insert(0, "setting", [paper_setting(table, v) for v in out["variant"]])
     out.insert(0, "table", TABLES[table][0])
     paper = pd.read_csv(paper_csv).set_index(["table", "setting", "task"])["f1"] if Path(paper_csv).is_file() else {}
@@ -77,12 +183,15 @@ def build_ablation_table(table: str, metrics: pd.DataFrame, variant_of: list[str
     return out
 
 
-def ablation_markdown(table: str, rows: pd.DataFrame, preset: str) -> str:
+def ablation_markdown(table: str, rows: pd.DataFrame, preset: str, num_images: int | None = None) -> str:
     number, title = TABLES[table]
     tasks = list(dict.fromkeys(rows["task"]))
-    lines = [f"# Table {number} — {title} (preset `{preset}`)", "",
+    heading = "Multi-task table" if table == "multitask" else f"Table {number}"
+    lines = [f"# {heading} — {title} (preset `{preset}`)", "",
              "Noise2Map on WHU, 50 % of the training data (whole scenes, seeded), 100 epochs in the paper preset. "
-             "F1 (class mean, %) as ours ± std over seeds (paper, ours − paper).", "",
+             "F1 (class mean, %) as ours ± std over seeds (paper, ours − paper); – where the paper has no row; "
+             "⚠ = degenerate: a positive-class recall below 1 % in some seed.", "",
+             _NOTES[table].format(num_images=num_images if num_images is not None else "?"), "",
              "| Setting | " + " | ".join(f"{t.upper()} F1" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
     for setting, block in rows.groupby("setting", sort=False):
         cells = []
@@ -92,20 +201,33 @@ def ablation_markdown(table: str, rows: pd.DataFrame, preset: str) -> str:
                 cells.append("–")
                 continue
             r = r.iloc[0]
-            paper = "" if pd.isna(r["paper_f1"]) else f" ({r['paper_f1']:.2f}, {r['delta_f1']:+.2f})"
-            cells.append(f"{r['f1']:.2f} ± {r['f1_std']:.2f}{paper}")
+            paper = " (–)" if pd.isna(r["paper_f1"]) else f" ({r['paper_f1']:.2f}, {r['delta_f1']:+.2f})"
+            flag = " ⚠" if r["degenerate"] else ""
+            cells.append(f"{r['f1']:.2f} ± {r['f1_std']:.2f}{flag}{paper}")
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_ablation_table(table: str, metric_paths, csv_path: Path) -> pd.DataFrame:
+def _variant_from_path(path: str) -> str:
+    parts = Path(path).parts  # .../ablations/<table>/<variant>/<task>/seed<k>/metrics.json
+    i = len(parts) - 1 - parts[::-1].index("ablations")
+    return parts[i + 2]
+
+
+def write_ablation_table(table: str, metric_paths, csv_path: Path, variant_of: list[str] | None = None,
+                         num_images: int | None = None) -> pd.DataFrame:
+    """The table's CSV and Markdown; ``variant_of`` names each run's row (default: its folder)."""
     from noise2map.tables import collect_metrics
 
-    metrics = collect_metrics(metric_paths)
-    # .../ablations/<table>/<variant>/<task>/seed<k>/metrics.json
-    variant_of = [Path(p).parent.parent.parent.name for p in metric_paths]
-    rows = build_ablation_table(table, metrics, variant_of)
+    if table not in TABLES:
+        raise UnknownNameError("ablation table", table, TABLES)
+    metric_paths = [str(p) for p in metric_paths]
+    variant_of = list(variant_of) if variant_of else [_variant_from_path(p) for p in metric_paths]
+    if len(variant_of) != len(metric_paths):
+        raise ValueError(f"{len(variant_of)} variant names for {len(metric_paths)} metrics files")
+    rows = build_ablation_table(table, collect_metrics(metric_paths), variant_of)
     with atomic_path(csv_path) as tmp:
         rows.to_csv(tmp, index=False, float_format="%.4f")
-    write_text(Path(csv_path).with_suffix(".md"), ablation_markdown(table, rows, metrics["preset"].iloc[0]))
+    preset = collect_metrics(metric_paths[:1])["preset"].iloc[0]
+    write_text(Path(csv_path).with_suffix(".md"), ablation_markdown(table, rows, preset, num_images))
     return rows

@@ -9,7 +9,7 @@
     noise2map pretrain --config CFG --output-dir DIR
     noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT]
     noise2map evaluate RUN_DIR [--devices N] [--accelerator cpu|gpu]   re-score a run on test
-    noise2map tables table1|table4|table5|selection-delta --output CSV METRICS.json ...
+    noise2map tables table1|table2..table5|multitask|selection-delta --output CSV METRICS.json ... [--variants V ...]
     noise2map weights fetch [NAME ...] --cache DIR   pretrained checkpoints into the cache
     noise2map bench efficiency [--models M ...] [--size paper] [--output CSV]
     noise2map bench loader [--workers 0 2] [--batch-size 8] [--output JSON]   tile store vs per-sample GeoTIFF
@@ -88,13 +88,13 @@ def cmd_data(args) -> None:
 
 
 def cmd_prepare(args) -> None:
-    from noise2map.config import prepared_dir, raw_dir
+    from noise2map.config import PRETRAIN_DATASETS, prepared_dir, raw_dir
     from noise2map.data import prepare
 
     config = _config(args.config)
     dataset, _, task = args.name.partition("-")
     out = prepared_dir(config, dataset, task or "pretrain")
-    num = config["pretrain"]["num_images"] if args.name == config["pretrain"]["dataset"] else None
+    num = config["pretrain"]["num_images"] if args.name in PRETRAIN_DATASETS else None
     manifest = prepare(args.name, raw_dir(config), out, config["tile_size"], seed=config["seeds"][0], num_images=num)
     counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
     print(f"{args.name}: {counts} → {out}")
@@ -103,7 +103,10 @@ def cmd_prepare(args) -> None:
 def cmd_pretrain(args) -> None:
     from noise2map.training.run import pretrain_run
 
-    print(pretrain_run(_config(args.config), Path(args.output_dir), args.unet))
+    from noise2map.config import with_pretrain_dataset
+
+    config = with_pretrain_dataset(_config(args.config), args.dataset)
+    print(pretrain_run(config, Path(args.output_dir), args.unet))
 
 
 def cmd_train(args) -> None:
@@ -135,10 +138,12 @@ def cmd_evaluate(args) -> None:
 def cmd_tables(args) -> None:
     from noise2map.tables import write_selection_delta, write_table1
 
-    if args.table in ("table4", "table5"):
+    from noise2map.ablations import TABLES as ABLATION_TABLES
+
+    if args.table in ABLATION_TABLES:
         from noise2map.ablations import write_ablation_table
 
-        table = write_ablation_table(args.table, args.metrics, Path(args.output))
+        table = write_ablation_table(args.table, args.metrics, Path(args.output), args.variants, args.num_images)
     elif args.table == "table1":
         table = write_table1(args.metrics, Path(args.output), resamples=args.resamples,
                              bootstrap_seed=args.bootstrap_seed)
@@ -301,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--unet", choices=["noise2map", "sr3"], default="noise2map",
                    help="Noise2Map's UNet or DDPM-CD's SR3 UNet")
+    p.add_argument("--dataset", choices=["aid", "imagenet", "majortom"],
+                   help="pretraining sample (default: the config's pretrain.dataset; Table III uses all three)")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("train", help="train one model on one data set and evaluate it on test")
@@ -322,11 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tables", help="write a paper table from run metrics")
-    p.add_argument("table", choices=["table1", "selection-delta", "table4", "table5"])
+    p.add_argument("table", choices=["table1", "selection-delta", "table2", "table3", "table4", "table5", "multitask"])
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap replicates for the intervals")
     p.add_argument("--bootstrap-seed", type=int, default=0)
     p.add_argument("--output", required=True, help="CSV path; the Markdown goes beside it")
     p.add_argument("metrics", nargs="+", help="metrics.json of the runs")
+    p.add_argument("--variants", nargs="+", help="ablation tables: the variant of each metrics file, in order "
+                   "(default: the folder under ablations/<table>/)")
+    p.add_argument("--num-images", type=int, help="Table III: images per pretraining sample, for the note")
     p.set_defaults(func=cmd_tables)
 
     bench = sub.add_parser("bench", help="benchmarks that print their figures")

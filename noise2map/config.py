@@ -101,6 +101,10 @@ def task_settings(config: dict, dataset: str, task: str) -> dict:
     return {"max_epochs": config["training"]["max_epochs"], **settings}
 
 
+# The pretraining samples of Table III (10k images each in the paper); the preset's own is pretrain.dataset.
+PRETRAIN_DATASETS = ("aid", "imagenet", "majortom")
+
+
 def prepared_dir(config: dict, dataset: str, task: str) -> Path:
     """Tile store of one data set and task (``aid`` for pretraining)."""
     name = dataset if task == "pretrain" else f"{dataset}-{task}"
@@ -141,12 +145,20 @@ def _plain(obj):
 # reruns exactly the jobs it affects (adding a model to a preset retrains nothing else).
 def prepare_settings(config: dict, name: str) -> dict:
     settings = {"tile_size": config["tile_size"], "seed": config["seeds"][0], "raw_source": config["raw_source"]}
-    if name == config["pretrain"]["dataset"]:
+    if name in PRETRAIN_DATASETS:
         settings["num_images"] = config["pretrain"]["num_images"]
     return settings
 
 
-def pretrain_settings(config: dict, unet: str = "noise2map") -> dict:
+def with_pretrain_dataset(config: dict, dataset: str | None) -> dict:
+    """The config pretraining on ``dataset`` (Table III) instead of the preset's sample."""
+    if not dataset or dataset == config["pretrain"]["dataset"]:
+        return config
+    return {**config, "pretrain": {**config["pretrain"], "dataset": dataset}}
+
+
+def pretrain_settings(config: dict, unet: str = "noise2map", dataset: str | None = None) -> dict:
+    config = with_pretrain_dataset(config, dataset)
     return {"unet_kind": unet, "pretrain": config["pretrain"], "model_size": config["model_size"], "seed": config["seeds"][0],
             "unet": config["noise2map"].get("unet"), "tile_size": config["tile_size"],
             "init": pretrain_init_names(config)}

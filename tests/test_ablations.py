@@ -1,11 +1,16 @@
-"""The ablation tables IV (T) and V (scheduler): variants, protocol, table builder."""
+"""The ablation tables II–V and multi-task: variants, protocol, shared base runs, table builder,
+and Table II's model without diffusion."""
 
 import json
 
 import pandas as pd
 import pytest
 
-from noise2map.ablations import (PAPER_ABLATIONS, ablation_config, paper_setting, run_paths, variants,
+import torch
+
+from baselines import build_model, count_params
+from noise2map.ablations import (BASE, PAPER_ABLATIONS, ablation_config, lambda_variant, lambdas_of, paper_setting,
+                                 pretraining, run_of, run_paths, table_runs, variant_tasks, variants,
                                  write_ablation_table)
 from noise2map.config import load_config
 from noise2map.data.selection import scene_of, scene_subset
@@ -34,10 +39,73 @@ def test_variants_override_only_their_setting(paper):
 
 def test_every_variant_has_the_papers_row(paper):
     rows = pd.read_csv(PAPER_ABLATIONS)
-    for table, number in (("table4", "IV"), ("table5", "V")):
+    for table, number in (("table2", "II"), ("table3", "III"), ("table4", "IV"), ("table5", "V"),
+                          ("multitask", "MT")):
         settings = set(rows[rows.table == number].setting)
-        assert {paper_setting(table, v) for v in variants(paper)[table]} == settings
+        ours = {paper_setting(table, v) for v in variants(paper)[table]}
+        # Table II's extra row (the SS noise of the paper text) is the only one the paper lacks
+        assert ours - settings == ({"with diffusion, SS noise: Gaussian (paper text)"} if table == "table2" else set())
+        assert settings <= ours
     assert len(run_paths(paper, "results", "table5")) == 4 * 2 * len(paper["seeds"])
+
+
+def test_variants_equal_to_the_preset_share_one_base_run(paper):
+    # paper preset: DDIM, T = 1000, AID pretraining, image SS noise, diffusion on
+    base_rows = {(t, v) for t, vs in variants(paper).items() for v in vs if run_of(paper, t, v) == BASE}
+    assert base_rows == {("table2", "diffusion"), ("table3", "aid"), ("table4", "T1000"), ("table5", "ddim"),
+                         ("multitask", "single")}
+    assert run_of(paper, "table3", "scratch") == ("table3", "scratch")  # same config, no pretraining
+    assert pretraining(paper, "table3", "scratch") is None and pretraining(paper, "table3", "majortom") == "majortom"
+    assert ablation_config(paper, "table3", "imagenet")["pretrain"]["dataset"] == "imagenet"
+    runs = dict(table_runs(paper, "r", "table2"))
+    assert [v for v, _ in table_runs(paper, "r", "table2")] == ["diffusion", "diffusion", "nodiffusion",
+                                                                "nodiffusion", "ssgaussian"]
+    assert runs["diffusion"].startswith("r/ablations/base/preset/")
+    assert runs["ssgaussian"] == "r/ablations/table2/ssgaussian/ss/seed0/metrics.json"
+    assert variant_tasks(paper, "table2", "ssgaussian") == ["ss"]
+    assert ablation_config(paper, "table2", "nodiffusion")["noise2map"]["diffusion"] is False
+    mt = [p for v, p in table_runs(paper, "r", "multitask") if v != "single"]
+    assert mt == [f"r/ablations/multitask/{v}/seed0/{t}/metrics.json"
+                  for v in ("cd1ss1", "cd0p5ss0p5", "cd0p7ss1p3") for t in ("ss", "cd")]
+    # a preset with the paper text's SS noise gets the released code's as the extra row
+    gaussian = {**paper, "noise2map": {**paper["noise2map"], "ss_noise": "gaussian"}}
+    assert "ssimage" in variants(gaussian)["table2"]
+
+
+def test_lambda_variant_names_round_trip():
+    assert lambda_variant(0.7, 1.3) == "cd0p7ss1p3" and lambdas_of("cd0p7ss1p3") == (0.7, 1.3)
+    assert lambdas_of(lambda_variant(1, 1)) == (1.0, 1.0)
+    assert paper_setting("multitask", "cd0p5ss0p5") == "multi-task lambda_cd=0.5 lambda_ss=0.5"
+    with pytest.raises(UnknownNameError):
+        lambdas_of("half")
+
+
+def test_without_diffusion_drops_exactly_the_time_embedding():
+    full, plain = build_model("noise2map-cd", "paper"), build_model("noise2map-cd", "paper", diffusion=False)
+    time_params = sum(v.numel() for k, v in full.unet.state_dict().items() if "time_emb" in k)
+    assert time_params == 5_450_496  # time MLP (128→512→512) + every residual block's projection
+    assert sum(p.numel() for p in plain.parameters()) == count_params("noise2map-cd") - time_params == 108_222_944
+    assert not plain.timestep_conditioned and full.timestep_conditioned
+
+
+def test_without_diffusion_sees_the_clean_pair_and_no_timestep():
+    torch.manual_seed(0)
+    full = build_model("noise2map-cd", "demo")
+    plain = build_model("noise2map-cd", "demo", diffusion=False)
+    plain.load_pretrained_unet(full.unet.state_dict())  # the time weights are skipped, the rest copied
+    plain.input_conv.load_state_dict(full.input_conv.state_dict())
+    plain.output_conv.load_state_dict(full.output_conv.state_dict())
+    assert torch.equal(plain.unet.conv_in.weight, full.unet.conv_in.weight)
+    pre, post = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    plain.eval()
+    with torch.no_grad():
+        out = plain(pre, post)
+        h = plain.input_conv(torch.cat([pre, post], 1))  # no noising: the clean [pre, post]
+        expected = plain.output_conv(plain.unet(h, 999).sample)
+        assert torch.equal(out, expected)
+        # the timestep has no path into the network any more
+        assert torch.equal(plain.unet(h, 0).sample, plain.unet(h, 999).sample)
+        assert not torch.equal(full.unet(h, 0).sample, full.unet(h, 999).sample)
 
 
 def test_half_the_training_scenes():
@@ -64,3 +132,25 @@ def test_table_has_seed_means_paper_values_and_differences(tmp_path):
     assert rows.loc["T1000", "delta_f1"] == pytest.approx(scores_from_counts(45, 5, 5, 945)["f1"] - 82.92)
     md = (tmp_path / "table4.md").read_text()
     assert "# Table IV" in md and f"({82.52:.2f}, {rows.loc['T500', 'delta_f1']:+.2f})" in md
+
+
+def test_rows_from_the_shared_base_run_and_degenerate_flags(tmp_path):
+    def run(path, counts, seed=0):
+        path.mkdir(parents=True)
+        row = {"task": "cd", "model": "Noise2Map-CD", "dataset": "WHU", "seed": seed, "preset": "t",
+               "tp": counts[0], "fp": counts[1], "fn": counts[2], "tn": counts[3], **scores_from_counts(*counts)}
+        (path / "metrics.json").write_text(json.dumps(row))
+        return path / "metrics.json"
+
+    base = run(tmp_path / "ablations/base/preset/cd/seed0", (45, 5, 5, 945))
+    plain = run(tmp_path / "ablations/table2/nodiffusion/cd/seed0", (0, 0, 50, 950))  # never finds a change
+    rows = write_ablation_table("table2", [base, plain], tmp_path / "table2.csv",
+                                variant_of=["diffusion", "nodiffusion"]).set_index("variant")
+    assert rows.loc["diffusion", "setting"] == "with diffusion" and rows.loc["diffusion", "paper_f1"] == 82.92
+    assert rows.loc["nodiffusion", "paper_f1"] == 78.72
+    assert rows.loc["nodiffusion", "f1"] == pytest.approx(scores_from_counts(0, 0, 50, 950)["f1"])
+    assert list(rows["degenerate"]) == [False, True]
+    md = (tmp_path / "table2.md").read_text()
+    assert "| without diffusion (no noising, no timestep embedding) | " in md and " ⚠ (78.72" in md
+    with pytest.raises(ValueError, match="1 variant names for 2"):
+        write_ablation_table("table2", [base, plain], tmp_path / "x.csv", variant_of=["diffusion"])

@@ -40,6 +40,30 @@ def build_unet(config: dict | None = None):
     return UNet2DModel(**{**DDPM_CHURCH_256, **(config or {})})
 
 
+class _NoTimeEmbedding(nn.Module):
+    """Stands in for the UNet's time MLP: no embedding reaches the residual blocks."""
+
+    def forward(self, t_emb):
+        return None
+
+
+def drop_time_embedding(unet) -> list[str]:
+    """Remove the timestep embedding from a UNet2DModel in place (Table II, "without diffusion").
+
+    The released code's ``use_timestep=False``: no time MLP and no per-block time projection,
+    so the residual blocks add nothing (diffusers skips the addition when temb is None).
+    Returns the state-dict keys that were removed, so a pretrained UNet can still be loaded.
+    """
+    from diffusers.models.resnet import ResnetBlock2D
+
+    before = set(unet.state_dict())
+    unet.time_embedding = _NoTimeEmbedding()
+    for module in unet.modules():
+        if isinstance(module, ResnetBlock2D):
+            module.time_emb_proj = None
+    return sorted(before - set(unet.state_dict()))
+
+
 class Noise2Map(nn.Module):
     """Noise2Map for SS (image → logits) or CD (pre, post → logits).
 
@@ -53,12 +77,12 @@ class Noise2Map(nn.Module):
         unet: overrides of the ddpm-church-256 UNet config (the demo preset shrinks it).
         scheduler: ``make_scheduler`` keyword arguments (T, βs, scheduler name).
         ss_noise: ``"image"`` (released code) or ``"gaussian"`` (paper text).
+        diffusion: False is Table II's "without diffusion" model: the same UNet without its
+            timestep embedding, trained on the clean inputs (no noising, no timesteps).
     """
 
-    timestep_conditioned = True
-
     def __init__(self, task: str, num_classes: int = 2, unet: dict | None = None,
-                 scheduler: dict | None = None, ss_noise: str = "image"):
+                 scheduler: dict | None = None, ss_noise: str = "image", diffusion: bool = True):
         super().__init__()
         self.task = task
         self.noising = TaskNoising(task, scheduler, ss_noise)
@@ -66,6 +90,9 @@ class Noise2Map(nn.Module):
         self.input_conv = nn.Conv2d(in_channels, 3, 3, padding=1)
         self.unet = build_unet(unet)
         self.output_conv = nn.Conv2d(3, num_classes, 3, padding=1)
+        # The training task draws timesteps only for timestep-conditioned models.
+        self.timestep_conditioned = diffusion
+        self._dropped_keys = [] if diffusion else drop_time_embedding(self.unet)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -85,11 +112,19 @@ class Noise2Map(nn.Module):
 
     def forward(self, *images: torch.Tensor, timesteps: torch.Tensor | None = None,
                 noise_keys: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.timestep_conditioned:  # clean [pre, post] or image, no t
+            x = torch.cat(images, 1)
+            t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # unused: no time MLP
+            return self.denoise(x, t)
         if timesteps is None:
             timesteps = torch.full((images[0].shape[0],), self.num_train_timesteps - 1,
                                    dtype=torch.long, device=images[0].device)
         return self.denoise(self.noising(images, timesteps, noise_keys=noise_keys), timesteps)
 
     def load_pretrained_unet(self, state_dict: dict) -> None:
-        """Start fine-tuning from a pretrained denoising UNet (the AID pretraining stage)."""
+        """Start fine-tuning from a pretrained denoising UNet (the AID pretraining stage).
+
+        Without diffusion the pretrained time-embedding weights have nowhere to go; every
+        other key must match."""
+        state_dict = {k: v for k, v in state_dict.items() if k not in self._dropped_keys}
         self.unet.load_state_dict(state_dict)

@@ -46,6 +46,8 @@ def model_options(config: dict, model_key: str) -> dict:
     options = {"scheduler": n2m["scheduler"], "ss_noise": n2m["ss_noise"]}
     if n2m.get("unet"):
         options["unet"] = n2m["unet"]
+    if not n2m.get("diffusion", True):
+        options["diffusion"] = False
     return options
 
 

@@ -5,6 +5,7 @@ from snakemake.utils import validate
 
 from baselines import MODELS
 from noise2map.config import (
+    PRETRAIN_DATASETS,
     model_weight_names,
     prepare_settings,
     pretrain_init_names,
@@ -14,9 +15,9 @@ from noise2map.config import (
     validate_config,
 )
 from noise2map.ablations import TABLES as ABLATION_TABLES
-from noise2map.ablations import ablation_config
+from noise2map.ablations import ablation_config, lambdas_of, pretraining
 from noise2map.ablations import run_paths as ablation_run_paths
-from noise2map.ablations import variants as ablation_variants
+from noise2map.ablations import table_runs as ablation_table_runs
 from noise2map.weights import CHECKPOINTS
 from noise2map.data import RAW_DIR_OF
 
@@ -47,6 +48,7 @@ wildcard_constraints:
     raw=_alternatives(set(RAW_DIR_OF.values())),
     checkpoint=_alternatives(CHECKPOINTS),
     unet="noise2map|sr3",
+    pretrain="|".join(PRETRAIN_DATASETS),
     table="|".join(ABLATION_TABLES),
     variant=r"[A-Za-z0-9]+",
 
@@ -69,6 +71,14 @@ def run_metrics(root=None):
 
 
 def ablation_settings(config, table, variant, task):
-    """What an ablation run depends on: the variant's config, as run_settings sees it."""
-    return run_settings(ablation_config(config, table, variant), task, config["ablations"]["dataset"],
-                        f"noise2map-{task}")
+    """What an ablation run depends on: the variant's config, as run_settings sees it, and
+    the sample its UNet was pretrained on."""
+    settings = run_settings(ablation_config(config, table, variant), task, config["ablations"]["dataset"],
+                            f"noise2map-{task}")
+    return {**settings, "pretraining": pretraining(config, table, variant)}
+
+
+def ablation_pretrained(wildcards):
+    """The pretrained UNet an ablation run fine-tunes (none for Table III's scratch row)."""
+    dataset = pretraining(config, wildcards.table, wildcards.variant)
+    return {"pretrained": f"{RESULTS}/pretrain/{dataset}/noise2map_unet.pt"} if dataset else {}

@@ -1,5 +1,6 @@
-# Self-supervised pretraining on the AID sample (paper §IV-B): Noise2Map's UNet (DDPM ε-MSE,
-# from ddpm-church-256) and DDPM-CD's SR3 UNet (its own objective), each once per preset.
+# Self-supervised pretraining (paper §IV-B): Noise2Map's UNet (DDPM ε-MSE, from
+# ddpm-church-256) and DDPM-CD's SR3 UNet (its own objective), on the preset's sample (AID
+# 10k in the paper) and, for Table III, on each other pretraining sample.
 
 
 def pretrain_init(wildcards):
@@ -8,20 +9,20 @@ def pretrain_init(wildcards):
 
 rule pretrain_unet:
     input:
-        data=f"{DATA}/prepared/{config['pretrain']['dataset']}/manifest.json",
+        data=f"{DATA}/prepared/{{pretrain}}/manifest.json",
         init=pretrain_init,
     output:
-        unet=f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/{{unet}}_unet.pt",
+        unet=f"{RESULTS}/pretrain/{{pretrain}}/{{unet}}_unet.pt",
     log:
-        f"logs/{config['preset']}/pretrain_unet/{{unet}}.log",
+        f"logs/{config['preset']}/pretrain_unet/{{pretrain}}_{{unet}}.log",
     benchmark:
-        f"benchmarks/{config['preset']}/pretrain_unet/{{unet}}.tsv"
+        f"benchmarks/{config['preset']}/pretrain_unet/{{pretrain}}_{{unet}}.tsv"
     params:
-        settings=lambda wc: pretrain_settings(config, wc.unet),
+        settings=lambda wc: pretrain_settings(config, wc.unet, wc.pretrain),
     resources:
         **rule_resources(config, "pretrain_unet"),
     message:
-        "Pretraining the {wildcards.unet} UNet on {config[pretrain][num_images]} {config[pretrain][dataset]} images"
+        "Pretraining the {wildcards.unet} UNet on {config[pretrain][num_images]} {wildcards.pretrain} images"
     shell:
-        "noise2map pretrain --config {RESOLVED_CONFIG} --unet {wildcards.unet}"
+        "noise2map pretrain --config {RESOLVED_CONFIG} --unet {wildcards.unet} --dataset {wildcards.pretrain}"
         " --output-dir $(dirname {output.unet}) > {log} 2>&1"

@@ -29,10 +29,13 @@ rule write_ablation_table:
         md=f"{RESULTS}/{{table}}.md",
     log:
         f"logs/{config['preset']}/write_ablation_{{table}}.log",
+    params:
+        variants=lambda wc: [variant for variant, _ in ablation_table_runs(config, RESULTS, wc.table)],
     message:
         "Writing ablation {wildcards.table} ({config[preset]} preset)"
     shell:
-        "noise2map tables {wildcards.table} --output {output.csv} {input} > {log} 2>&1"
+        "noise2map tables {wildcards.table} --output {output.csv} {input} --variants {params.variants}"
+        " --num-images {config[pretrain][num_images]} > {log} 2>&1"
 
 
 rule write_selection_delta:

@@ -54,25 +54,29 @@ use rule train_model as train_model_other_selection with:
         f"{OTHER_SELECTION} selection)"
 
 
-# The ablations (noise2map.ablations): Noise2Map on the ablation data set with one setting changed.
+# The ablations (noise2map.ablations): Noise2Map on the ablation data set with one setting
+# changed; table "base" is the preset itself, shared by every table's no-op row.
 rule train_ablation:
     input:
-        pretrained=f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/noise2map_unet.pt",
+        unpack(ablation_pretrained),
         data=lambda wc: f"{DATA}/prepared/{config['ablations']['dataset']}-{wc.task}/manifest.json",
     output:
         metrics=f"{RESULTS}/ablations/{{table}}/{{variant}}/{{task}}/seed{{seed}}/metrics.json",
         counts=f"{RESULTS}/ablations/{{table}}/{{variant}}/{{task}}/seed{{seed}}/tile_counts.csv",
+    wildcard_constraints:
+        table="base|table2|table3|table4|table5",
     log:
         f"logs/{config['preset']}/train_ablation/{{table}}_{{variant}}_{{task}}_seed{{seed}}.log",
     params:
         settings=lambda wc: ablation_settings(config, wc.table, wc.variant, wc.task),
         dataset=config["ablations"]["dataset"],
         run=lambda wc, output: Path(output.metrics).parent,
+        pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else "",
     resources:
         **rule_resources(config, "train_model"),
     message:
         "Ablation {wildcards.table} {wildcards.variant}: Noise2Map-{wildcards.task} (seed {wildcards.seed})"
     shell:
         "noise2map train --config {RESOLVED_CONFIG} --task {wildcards.task} --dataset {params.dataset}"
-        " --model noise2map-{wildcards.task} --seed {wildcards.seed} --pretrained {input.pretrained}"
+        " --model noise2map-{wildcards.task} --seed {wildcards.seed} {params.pretrained}"
         " --ablation {wildcards.table}/{wildcards.variant} --run-dir {params.run} > {log} 2>&1"
