@@ -1,6 +1,6 @@
 # Noise2Map benchmark: data → pretrain → train → evaluate → tables.
 #   snakemake --cores all results/table1.csv                         (paper preset)
-#   snakemake --cores all --configfile workflow/config/demo.yaml results/demo/table1.csv
+#   snakemake --cores all --configfile workflow/config/demo.yaml          (demo: every table and figure)
 import os
 
 from snakemake.utils import min_version
@@ -11,12 +11,16 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "workflow", "config", "paper.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/weights.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/figures.smk"
 
 
 # Quick or network-bound jobs stay on the submitting node under a cluster executor (the
@@ -35,7 +39,10 @@ onstart:
     write_resolved_config(config, RESOLVED_CONFIG)
 
 
+# Every table and figure of the paper; `--report results/<preset>/report.html` bundles them.
 rule all:
     input:
         rules.write_table1.output.csv,
-        expand(f"{RESULTS}/{{table}}.csv", table=["table2", "table3", "table4", "table5"]),
+        expand(f"{RESULTS}/{{table}}.csv", table=ABLATION_TABLES),
+        rules.write_efficiency.output.csv,
+        figure_targets(),

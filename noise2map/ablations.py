@@ -46,7 +46,9 @@ _NOTES = {
     "table5": "The four schedulers define the same ᾱ_t for the same βs; what differs is `add_noise` "
               "(Heun: x + σ_t·n). DDIM, DDPM and PNDM runs are therefore identical for one seed.",
     "multitask": "One shared UNet with an SS and a CD head, trained on L = λ_CD·L_CD + λ_SS·L_SS "
-                 "(one SS and one CD batch per step); single-task rows are the preset's own runs.",
+                 "(one SS and one CD batch per step); single-task rows are the preset's own runs. "
+                 "Adam's update is invariant to a common scale of the loss (up to its ε), and so is the "
+                 "best-by-validation-loss choice: (0.5, 0.5) trains the same model as (1, 1).",
 }
 
 

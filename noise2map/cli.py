@@ -8,8 +8,10 @@
     noise2map prepare NAME --config CFG        raw layout → tile store
     noise2map pretrain --config CFG --output-dir DIR
     noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT]
+    noise2map train-multitask --config CFG --variant cd0p7ss1p3 --seed S --run-dir DIR [--pretrained PT]
     noise2map evaluate RUN_DIR [--devices N] [--accelerator cpu|gpu]   re-score a run on test
     noise2map tables table1|table2..table5|multitask|selection-delta --output CSV METRICS.json ... [--variants V ...]
+    noise2map figures fig4|fig5|fig6 --output BASE --runs RUN_DIR ... [--tiles N] [--timesteps T ...] [--csv CSV]
     noise2map weights fetch [NAME ...] --cache DIR   pretrained checkpoints into the cache
     noise2map bench efficiency [--models M ...] [--size paper] [--output CSV]
     noise2map bench loader [--workers 0 2] [--batch-size 8] [--output JSON]   tile store vs per-sample GeoTIFF
@@ -127,6 +129,17 @@ def cmd_train(args) -> None:
         print(f"{metrics['model']} on {metrics['dataset']}: F1 {metrics['f1']:.2f}, IoU {metrics['iou']:.2f} → {run}")
 
 
+def cmd_train_multitask(args) -> None:
+    from noise2map.ablations import ablation_config, lambdas_of
+    from noise2map.training.multitask import multitask_run
+
+    config = ablation_config(_config(args.config), "multitask", args.variant)
+    metrics = multitask_run(config, lambdas_of(args.variant), args.seed, Path(args.run_dir),
+                            Path(args.pretrained) if args.pretrained else None, config["ablations"]["dataset"])
+    if metrics is not None:  # rank 0 of a multi-device run
+        print(", ".join(f"{t}: F1 {m['f1']:.2f}" for t, m in metrics.items()) + f" → {args.run_dir}")
+
+
 def cmd_evaluate(args) -> None:
     from noise2map.training.run import evaluate_run
 
@@ -150,6 +163,18 @@ def cmd_tables(args) -> None:
     else:
         table = write_selection_delta(args.metrics, Path(args.output))
     print(f"{args.table}: {len(table)} rows → {args.output}")
+
+
+def cmd_figures(args) -> None:
+    from noise2map import figures
+
+    if args.figure == "fig4":
+        paths = figures.figure4(args.runs, args.output, n=args.tiles)
+    elif args.figure == "fig5":
+        paths = figures.figure5(args.runs, args.output, **({"timesteps": args.timesteps} if args.timesteps else {}))
+    else:
+        paths = figures.figure6(args.runs, args.output, args.timesteps, args.csv)
+    print(f"{args.figure}: " + ", ".join(str(p) for p in paths))
 
 
 def cmd_bench(args) -> None:
@@ -322,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", metavar="TABLE/VARIANT", help="an ablation variant, e.g. table4/T500 (noise2map.ablations)")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("train-multitask", help="multi-task ablation: one shared UNet with SS and CD heads")
+    p.add_argument("--config", required=True)
+    p.add_argument("--variant", required=True, help="the (λ_CD, λ_SS) pair, e.g. cd0p7ss1p3 (ablations.lambda_variant)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrained", help="pretrained UNet (.pt) to fine-tune")
+    p.add_argument("--run-dir", required=True, help="writes ss/ and cd/ (metrics.json, tile_counts.csv) inside")
+    p.set_defaults(func=cmd_train_multitask)
+
     p = sub.add_parser("evaluate", help="re-score a run's best checkpoint on the test split")
     p.add_argument("run_dir")
     p.add_argument("--devices", type=int, help="processes (each test tile is scored on exactly one)")
@@ -338,6 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the folder under ablations/<table>/)")
     p.add_argument("--num-images", type=int, help="Table III: images per pretraining sample, for the note")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("figures", help="the paper's Figures 4-6 from trained runs (PNG + PDF)")
+    p.add_argument("figure", choices=["fig4", "fig5", "fig6"],
+                   help="fig4: every model's prediction of chosen test tiles; fig5: Noise2Map across "
+                        "inference timesteps; fig6: F1 against the inference timestep")
+    p.add_argument("--output", required=True, help="path without suffix: OUTPUT.png and OUTPUT.pdf are written")
+    p.add_argument("--runs", nargs="+", required=True, help="run folders (fig5: one Noise2Map run per task; "
+                                                            "fig6: the seeds of one Noise2Map run)")
+    p.add_argument("--tiles", type=int, default=3, help="fig4: test tiles shown (most positive pixels first)")
+    p.add_argument("--timesteps", type=int, nargs="+", help="fig5: the timesteps shown; fig6: those scored")
+    p.add_argument("--csv", help="fig6: where to write the per-timestep scores")
+    p.set_defaults(func=cmd_figures)
 
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     modes = bench.add_subparsers(dest="which", required=True)

@@ -134,15 +134,18 @@ def test_ddp_two_gloo_processes_equal_one_process_after_n_steps(store, tmp_path)
 
 
 @pytest.mark.slow
-def test_resume_after_sigusr1_checkpoint_matches_an_uninterrupted_run(store, tmp_path):
+@pytest.mark.parametrize("model", ["fc-siam-conc", "noise2map-cd"])
+def test_resume_after_sigusr1_checkpoint_matches_an_uninterrupted_run(store, tmp_path, model):
     """SIGUSR1 (SLURM's warning before a time limit) → checkpoint at the next step, exit 138;
-    the rerun resumes mid-epoch and ends where a run never interrupted ends."""
+    the rerun resumes mid-epoch and ends where a run never interrupted ends. Noise2Map's
+    keyed timesteps and noise must be keyed by the resumed epoch (Lightning skips
+    on_train_epoch_start on a mid-epoch restart)."""
     _, config = store
     whu = {"cd": {"batch_size": 2, "class_weights": [1, 3], "max_epochs": 3}}
     cfg = _write_config(config, tmp_path / "cfg.yaml", grad_accumulation=1,
                         datasets={**config["training"]["datasets"], "whu": whu})
     run = tmp_path / "signalled"
-    proc = subprocess.Popen(_train_cmd(cfg, run, "fc-siam-conc"), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_train_cmd(cfg, run, model, seed=3), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     log = run / "train_log" / "metrics.csv"
     deadline = time.time() + 300
@@ -156,9 +159,11 @@ def test_resume_after_sigusr1_checkpoint_matches_an_uninterrupted_run(store, tmp
     assert proc.returncode == 128 + signal.SIGUSR1, err[-2000:]
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert 0 < state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["done"]
-    subprocess.run(_train_cmd(cfg, run, "fc-siam-conc"), check=True, capture_output=True, timeout=600)
-    subprocess.run(_train_cmd(cfg, tmp_path / "whole", "fc-siam-conc"), check=True, capture_output=True, timeout=600)
+    subprocess.run(_train_cmd(cfg, run, model, seed=3), check=True, capture_output=True, timeout=600)
+    subprocess.run(_train_cmd(cfg, tmp_path / "whole", model, seed=3), check=True, capture_output=True, timeout=600)
     assert pd.read_csv(run / "tile_counts.csv").equals(pd.read_csv(tmp_path / "whole" / "tile_counts.csv"))
+    resumed, whole = _state(run), _state(tmp_path / "whole")
+    assert max((resumed[k] - whole[k]).abs().max().item() for k in whole if whole[k].is_floating_point()) < 1e-6
 
 
 @pytest.mark.slow

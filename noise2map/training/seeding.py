@@ -157,6 +157,10 @@ class ResumableEpochs(L.Callback):
         self.sampler.skip = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # Lightning 2.6 skips on_train_epoch_start on a mid-epoch restart: key the draws here,
+        # and end the resumed state so the next epoch starts from batch 0.
+        pl_module.sample_seed, pl_module.sample_epoch = self.seed, trainer.current_epoch
+        self.sampler.resumed = False
         s = epoch_seed(self.seed, self.sampler.epoch) * 65_537 + self.sampler.done * 257 + trainer.global_rank
         s %= 2**31
         torch.manual_seed(s)

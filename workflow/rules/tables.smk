@@ -6,10 +6,11 @@ rule write_table1:
         metrics=run_metrics(),
         counts=[m.replace("metrics.json", "tile_counts.csv") for m in run_metrics()],
     output:
-        csv=f"{RESULTS}/table1.csv",
+        csv=report(f"{RESULTS}/table1.csv", caption="../report/table1.rst", category="Table I"),
         md=f"{RESULTS}/table1.md",
-        intervals=f"{RESULTS}/table1_intervals.csv",
-        ranks=f"{RESULTS}/rank_stability.csv",
+        intervals=report(f"{RESULTS}/table1_intervals.csv", caption="../report/table1_intervals.rst",
+                         category="Table I"),
+        ranks=report(f"{RESULTS}/rank_stability.csv", caption="../report/rank_stability.rst", category="Table I"),
     log:
         f"logs/{config['preset']}/write_table1.log",
     params:
@@ -25,7 +26,8 @@ rule write_ablation_table:
     input:
         lambda wc: ablation_run_paths(config, RESULTS, wc.table),
     output:
-        csv=f"{RESULTS}/{{table}}.csv",
+        csv=report(f"{RESULTS}/{{table}}.csv", caption="../report/ablation.rst", category="Ablations",
+                   labels={"table": "{table}"}),
         md=f"{RESULTS}/{{table}}.md",
     log:
         f"logs/{config['preset']}/write_ablation_{{table}}.log",
@@ -43,7 +45,8 @@ rule write_selection_delta:
         preset=run_metrics(),
         other=run_metrics(f"{RESULTS}/selection-{OTHER_SELECTION}"),
     output:
-        csv=f"{RESULTS}/selection_delta.csv",
+        csv=report(f"{RESULTS}/selection_delta.csv", caption="../report/selection_delta.rst",
+                   category="Checkpoint selection"),
         md=f"{RESULTS}/selection_delta.md",
     log:
         f"logs/{config['preset']}/write_selection_delta.log",
@@ -56,7 +59,7 @@ rule write_selection_delta:
 rule write_efficiency:
     input:
     output:
-        csv=f"{RESULTS}/efficiency.csv",
+        csv=report(f"{RESULTS}/efficiency.csv", caption="../report/efficiency.rst", category="Efficiency"),
         md=f"{RESULTS}/efficiency.md",
     log:
         f"logs/{config['preset']}/write_efficiency.log",

@@ -80,3 +80,28 @@ rule train_ablation:
         "noise2map train --config {RESOLVED_CONFIG} --task {wildcards.task} --dataset {params.dataset}"
         " --model noise2map-{wildcards.task} --seed {wildcards.seed} {params.pretrained}"
         " --ablation {wildcards.table}/{wildcards.variant} --run-dir {params.run} > {log} 2>&1"
+
+
+# The multi-task table: one shared UNet trained for SS and CD at once, per (λ_CD, λ_SS).
+rule train_multitask:
+    input:
+        pretrained=f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/noise2map_unet.pt",
+        ss=f"{DATA}/prepared/{config['ablations']['dataset']}-ss/manifest.json",
+        cd=f"{DATA}/prepared/{config['ablations']['dataset']}-cd/manifest.json",
+    output:
+        ss=f"{RESULTS}/ablations/multitask/{{variant}}/seed{{seed}}/ss/metrics.json",
+        cd=f"{RESULTS}/ablations/multitask/{{variant}}/seed{{seed}}/cd/metrics.json",
+    wildcard_constraints:
+        variant="cd[0-9p]+ss[0-9p]+",
+    log:
+        f"logs/{config['preset']}/train_multitask/{{variant}}_seed{{seed}}.log",
+    params:
+        settings=lambda wc: {t: ablation_settings(config, "multitask", wc.variant, t) for t in ("ss", "cd")},
+        run=lambda wc, output: Path(output.ss).parent.parent,
+    resources:
+        **rule_resources(config, "train_model"),
+    message:
+        "Multi-task ablation {wildcards.variant}: one UNet for SS and CD (seed {wildcards.seed})"
+    shell:
+        "noise2map train-multitask --config {RESOLVED_CONFIG} --variant {wildcards.variant}"
+        " --seed {wildcards.seed} --pretrained {input.pretrained} --run-dir {params.run} > {log} 2>&1"

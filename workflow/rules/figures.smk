@@ -1,0 +1,83 @@
+# Trained runs → the paper's Figures 4-6 (noise2map.figures), on the test split of one data set.
+FIGURES = config["figures"]
+
+
+def figure_runs(models, seeds):
+    """metrics.json of the Table I runs the figures read (their checkpoints sit beside)."""
+    return [f"{RESULTS}/runs/{task}/{FIGURES['dataset']}/{model}/seed{seed}/metrics.json"
+            for task, model in models for seed in seeds]
+
+
+def _run_dirs(wildcards, input):
+    return " ".join(str(Path(m).parent) for m in input.metrics)
+
+
+TABLE1_MODELS = [(task, model) for task in config["tasks"] for model in config["models"][task]]
+NOISE2MAP_MODELS = [(task, f"noise2map-{task}") for task in config["tasks"] if f"noise2map-{task}" in config["models"][task]]
+
+
+rule figure4:
+    input:
+        metrics=figure_runs(TABLE1_MODELS, config["seeds"][:1]),
+    output:
+        png=report(f"{RESULTS}/figures/fig4.png", caption="../report/fig4.rst", category="Figures"),
+        pdf=f"{RESULTS}/figures/fig4.pdf",
+    log:
+        f"logs/{config['preset']}/figures/fig4.log",
+    params:
+        runs=_run_dirs,
+        base=lambda wc, output: output.png[: -len(".png")],
+    message:
+        "Figure 4: every model's prediction of {config[figures][tiles]} {config[figures][dataset]} test tiles"
+    shell:
+        "noise2map figures fig4 --output {params.base} --tiles {FIGURES[tiles]} --runs {params.runs} > {log} 2>&1"
+
+
+rule figure5:
+    input:
+        metrics=figure_runs(NOISE2MAP_MODELS, config["seeds"][:1]),
+    output:
+        png=report(f"{RESULTS}/figures/fig5.png", caption="../report/fig5.rst", category="Figures"),
+        pdf=f"{RESULTS}/figures/fig5.pdf",
+    log:
+        f"logs/{config['preset']}/figures/fig5.log",
+    params:
+        runs=_run_dirs,
+        base=lambda wc, output: output.png[: -len(".png")],
+        timesteps=" ".join(str(t) for t in FIGURES["timesteps"]),
+    message:
+        "Figure 5: Noise2Map's predictions across inference timesteps"
+    shell:
+        "noise2map figures fig5 --output {params.base} --timesteps {params.timesteps} --runs {params.runs} > {log} 2>&1"
+
+
+rule figure6:
+    input:
+        metrics=figure_runs([("cd", "noise2map-cd")], config["seeds"]),
+    output:
+        png=report(f"{RESULTS}/figures/fig6.png", caption="../report/fig6.rst", category="Figures"),
+        pdf=f"{RESULTS}/figures/fig6.pdf",
+        csv=report(f"{RESULTS}/figures/fig6.csv", caption="../report/fig6.rst", category="Figures"),
+    log:
+        f"logs/{config['preset']}/figures/fig6.log",
+    params:
+        runs=_run_dirs,
+        base=lambda wc, output: output.png[: -len(".png")],
+        timesteps=" ".join(str(t) for t in FIGURES["sweep"]),
+    resources:
+        **rule_resources(config, "write_efficiency"),
+    message:
+        "Figure 6: Noise2Map-CD's F1 against the inference timestep"
+    shell:
+        "noise2map figures fig6 --output {params.base} --timesteps {params.timesteps} --csv {output.csv}"
+        " --runs {params.runs} > {log} 2>&1"
+
+
+def figure_targets():
+    """The figures the preset's tasks and models allow (Fig. 6 needs Noise2Map-CD)."""
+    targets = [rules.figure4.output.png]
+    if NOISE2MAP_MODELS:
+        targets.append(rules.figure5.output.png)
+    if ("cd", "noise2map-cd") in NOISE2MAP_MODELS:
+        targets.append(rules.figure6.output.png)
+    return targets
