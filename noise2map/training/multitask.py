@@ -91,12 +91,7 @@ class MultiTaskTask(_DeviceScaling, L.LightningModule):
         self.lambdas = {"cd": float(lambda_cd), "ss": float(lambda_ss)}
         self.eval_task = "ss"  # the head test_step and forward score
         self.test_rows: list[torch.Tensor] = []
-        self.sample_seed, self.sample_epoch = 0, 0  # set each epoch by ResumableEpochs
-
-    def on_train_batch_start(self, batch, batch_idx):
-        # ResumableEpochs sets the epoch in on_train_epoch_start, which Lightning 2.6 skips when
-        # it restarts mid-epoch: the resumed epoch's draws would be keyed by epoch 0.
-        self.sample_epoch = self.trainer.current_epoch
+        self.sample_seed, self.sample_epoch = 0, 0  # set before each batch by ResumableEpochs
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         scale = super().on_after_batch_transfer
@@ -211,7 +206,6 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
     module = MultiTaskTask(config["model_size"], options, {t: settings[t]["class_weights"] for t in TASKS},
                            lambda_cd, lambda_ss, config["training"]["optimizer"], config["training"]["lr"],
                            config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"])
-    module.sample_seed = seed  # also when a mid-epoch restart skips ResumableEpochs' epoch start
     if pretrained_unet is not None:
         module.model.load_pretrained_unet(_load_state(pretrained_unet))
 
