@@ -108,7 +108,7 @@ def cmd_pretrain(args) -> None:
     from noise2map.config import with_pretrain_dataset
 
     config = with_pretrain_dataset(_config(args.config), args.dataset)
-    print(pretrain_run(config, Path(args.output_dir), args.unet))
+    print(pretrain_run(config, Path(args.output_dir), args.unet, threads=args.threads))
 
 
 def cmd_train(args) -> None:
@@ -124,7 +124,7 @@ def cmd_train(args) -> None:
         config = ablation_config(config, *args.ablation.split("/", 1))
     run = Path(args.run_dir) if args.run_dir else run_dir(config, args.task, args.dataset, args.model, args.seed)
     metrics = train_run(config, args.task, args.dataset, args.model, args.seed, run,
-                        Path(args.pretrained) if args.pretrained else None)
+                        Path(args.pretrained) if args.pretrained else None, threads=args.threads)
     if metrics is not None:  # rank 0 of a multi-device run
         print(f"{metrics['model']} on {metrics['dataset']}: F1 {metrics['f1']:.2f}, IoU {metrics['iou']:.2f} → {run}")
 
@@ -135,7 +135,8 @@ def cmd_train_multitask(args) -> None:
 
     config = ablation_config(_config(args.config), "multitask", args.variant)
     metrics = multitask_run(config, lambdas_of(args.variant), args.seed, Path(args.run_dir),
-                            Path(args.pretrained) if args.pretrained else None, config["ablations"]["dataset"])
+                            Path(args.pretrained) if args.pretrained else None, config["ablations"]["dataset"],
+                            threads=args.threads)
     if metrics is not None:  # rank 0 of a multi-device run
         print(", ".join(f"{t}: F1 {m['f1']:.2f}" for t, m in metrics.items()) + f" → {args.run_dir}")
 
@@ -333,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Noise2Map's UNet or DDPM-CD's SR3 UNet")
     p.add_argument("--dataset", choices=["aid", "imagenet", "majortom"],
                    help="pretraining sample (default: the config's pretrain.dataset; Table III uses all three)")
+    p.add_argument("--threads", type=int, help="CPU threads of a new run (default: training.num_threads); "
+                   "a resumed run keeps the count it started with")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("train", help="train one model on one data set and evaluate it on test")
@@ -345,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="default: <results_dir>/runs/<task>/<dataset>/<model>/seed<k>")
     p.add_argument("--selection", choices=["released", "val"], help="checkpoint selection (default: the config's)")
     p.add_argument("--ablation", metavar="TABLE/VARIANT", help="an ablation variant, e.g. table4/T500 (noise2map.ablations)")
+    p.add_argument("--threads", type=int, help="CPU threads of a new run (default: training.num_threads); "
+                   "a resumed run keeps the count it started with")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("train-multitask", help="multi-task ablation: one shared UNet with SS and CD heads")
@@ -353,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pretrained", help="pretrained UNet (.pt) to fine-tune")
     p.add_argument("--run-dir", required=True, help="writes ss/ and cd/ (metrics.json, tile_counts.csv) inside")
+    p.add_argument("--threads", type=int, help="CPU threads of a new run (default: training.num_threads); "
+                   "a resumed run keeps the count it started with")
     p.set_defaults(func=cmd_train_multitask)
 
     p = sub.add_parser("evaluate", help="re-score a run's best checkpoint on the test split")

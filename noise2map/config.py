@@ -167,7 +167,7 @@ def pretrain_settings(config: dict, unet: str = "noise2map", dataset: str | None
 # Settings that change how a run is executed but not its results (device count included: the
 # batch sizes are global and the randomness is keyed by sample), so changing them neither
 # reruns a finished job nor discards a killed run's checkpoint.
-EXECUTION_SETTINGS = ("devices", "num_workers", "checkpoint_every_n_steps")
+EXECUTION_SETTINGS = ("devices", "num_workers", "checkpoint_every_n_steps", "num_threads")
 
 
 def result_config(config: dict) -> dict:
@@ -195,6 +195,13 @@ def rule_resources(config: dict, rule: str) -> dict:
         on_cpu = config["training"]["accelerator"] == "cpu"
         resources["gpu"] = 0 if on_cpu else devices if isinstance(devices, int) else resources.get("gpu", 1)
     return {k: v for k, v in resources.items() if v not in (None, "")}
+
+
+def job_threads(config: dict) -> int:
+    """Snakemake threads of a training job: ``training.num_threads``, or 1 for ``auto`` (the
+    job's threads then reach torch through OMP_NUM_THREADS, and the run records them)."""
+    threads = config["training"].get("num_threads", "auto")
+    return 1 if threads == "auto" else threads
 
 
 def run_settings(config: dict, task: str, dataset: str, model: str) -> dict:

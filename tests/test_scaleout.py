@@ -85,6 +85,50 @@ def test_resume_loader_state_skips_the_batches_already_done():
     assert fresh.epoch == 3 and fresh.skip == 0 and not fresh.resumed
 
 
+@pytest.fixture
+def torch_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_resume_keeps_the_thread_count_the_run_started_with(tmp_path, torch_threads, caplog):
+    from noise2map.training.execution import pin_execution, requested_threads
+
+    config = {"training": {"accelerator": "cpu", "num_threads": 1}}
+    first = pin_execution(tmp_path, config, resuming=False)
+    assert first["num_threads"] == 1 and torch.get_num_threads() == 1
+    assert first["device"].startswith("cpu (") and (tmp_path / "execution.json").is_file()
+    # resumed by a process given 2 threads (a bare command with every core): the record wins
+    torch.set_num_threads(2)
+    with caplog.at_level("INFO"):
+        again = pin_execution(tmp_path, {"training": {"accelerator": "cpu", "num_threads": "auto"}}, threads=2,
+                              resuming=True)
+    assert again["num_threads"] == 1 and torch.get_num_threads() == 1
+    assert "resuming with the run's 1 CPU threads (this process was given 2)" in caplog.text
+    # a new run (no last.ckpt) takes what it is given and records it
+    assert pin_execution(tmp_path, config, threads=2, resuming=False)["num_threads"] == 2
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(3)
+    assert requested_threads({"training": {"num_threads": "auto"}}) == 3  # auto: this process's threads
+
+
+def test_resume_on_another_device_warns_and_a_bad_record_is_named(tmp_path, torch_threads, caplog):
+    from noise2map.errors import ConfigError
+    from noise2map.training.execution import pin_execution, requested_threads
+
+    (tmp_path / "execution.json").write_text('{"num_threads": 1, "device": "cuda (NVIDIA H200)"}')
+    with caplog.at_level("WARNING"):
+        pin_execution(tmp_path, {"training": {"accelerator": "cpu"}}, resuming=True)
+    assert "started on cuda (NVIDIA H200) and resumes on cpu" in caplog.text
+    (tmp_path / "execution.json").write_text('{"num_threads": 0}')
+    with pytest.raises(ConfigError, match="execution.json: not a valid execution record"):
+        pin_execution(tmp_path, {"training": {"accelerator": "cpu"}}, resuming=True)
+    for bad in (0, -2, "all", True):
+        with pytest.raises(ConfigError, match="training.num_threads must be a positive integer"):
+            requested_threads({"training": {"num_threads": bad}})
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end: CLI and Snakemake on a small WHU-CD store
 # ---------------------------------------------------------------------------------------------
@@ -105,9 +149,10 @@ def _write_config(config: dict, path: Path, **training) -> Path:
     return path
 
 
-def _train_cmd(cfg: Path, run: Path, model: str = "noise2map-cd", seed: int = 0) -> list[str]:
+def _train_cmd(cfg: Path, run: Path, model: str = "noise2map-cd", seed: int = 0, threads: int | None = None) -> list[str]:
     return [sys.executable, "-m", "noise2map.cli", "train", "--config", str(cfg), "--task", "cd", "--dataset",
-            "whu", "--model", model, "--seed", str(seed), "--run-dir", str(run)]
+            "whu", "--model", model, "--seed", str(seed), "--run-dir", str(run),
+            *(["--threads", str(threads)] if threads else [])]
 
 
 def _state(run: Path) -> dict:
@@ -145,7 +190,7 @@ def test_resume_after_sigusr1_checkpoint_matches_an_uninterrupted_run(store, tmp
     cfg = _write_config(config, tmp_path / "cfg.yaml", grad_accumulation=1,
                         datasets={**config["training"]["datasets"], "whu": whu})
     run = tmp_path / "signalled"
-    proc = subprocess.Popen(_train_cmd(cfg, run, model, seed=3), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_train_cmd(cfg, run, model, seed=3, threads=1), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     log = run / "train_log" / "metrics.csv"
     deadline = time.time() + 300
@@ -159,11 +204,17 @@ def test_resume_after_sigusr1_checkpoint_matches_an_uninterrupted_run(store, tmp
     assert proc.returncode == 128 + signal.SIGUSR1, err[-2000:]
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert 0 < state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["done"]
-    subprocess.run(_train_cmd(cfg, run, model, seed=3), check=True, capture_output=True, timeout=600)
-    subprocess.run(_train_cmd(cfg, tmp_path / "whole", model, seed=3), check=True, capture_output=True, timeout=600)
+    # resumed by a process given 2 threads: the run keeps the 1 thread it started with
+    resume = subprocess.run(_train_cmd(cfg, run, model, seed=3, threads=2), check=True, capture_output=True,
+                            text=True, timeout=600)
+    assert "resuming with the run's 1 CPU threads (this process was given 2)" in resume.stderr
+    assert yaml.safe_load((run / "config.yaml").read_text())["run"]["num_threads"] == 1
+    subprocess.run(_train_cmd(cfg, tmp_path / "whole", model, seed=3, threads=1), check=True, capture_output=True,
+                   timeout=600)
     assert pd.read_csv(run / "tile_counts.csv").equals(pd.read_csv(tmp_path / "whole" / "tile_counts.csv"))
     resumed, whole = _state(run), _state(tmp_path / "whole")
-    assert max((resumed[k] - whole[k]).abs().max().item() for k in whole if whole[k].is_floating_point()) < 1e-6
+    # bit-identical: the same sums in the same order (1 e-6 is already missed by 2 threads)
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
 
 
 @pytest.mark.slow
@@ -207,11 +258,15 @@ def test_resume_snakemake_target_after_kill_9_mid_epoch(tmp_path):
     log = (tmp_path / "logs/demo/train_model/cd_whu_fc-siam-conc_seed4.log").read_text()
     assert "Restoring states from the checkpoint" in log
 
+    # The uninterrupted run under the same settings: the thread count the job recorded (the
+    # job's Snakemake threads, 1), not every core of this bare process.
+    threads = yaml.safe_load((run / "config.yaml").read_text())["run"]["num_threads"]
+    assert threads == 1
     whole = tmp_path / "whole"
     done = subprocess.run([sys.executable, "-m", "noise2map.cli", "train", "--config",
                            str(tmp_path / "results/demo/config.yaml"), "--task", "cd", "--dataset", "whu", "--model",
-                           "fc-siam-conc", "--seed", "4", "--run-dir", str(whole)], capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
+                           "fc-siam-conc", "--seed", "4", "--run-dir", str(whole), "--threads", str(threads)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     resumed_counts, whole_counts = pd.read_csv(run / "tile_counts.csv"), pd.read_csv(whole / "tile_counts.csv")
     assert resumed_counts.equals(whole_counts), (epoch, done)

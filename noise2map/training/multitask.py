@@ -161,7 +161,7 @@ class MultiTaskTask(_DeviceScaling, L.LightningModule):
 
 
 def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir: Path,
-                  pretrained_unet: Path | None = None, dataset: str = "whu") -> dict | None:
+                  pretrained_unet: Path | None = None, dataset: str = "whu", threads: int | None = None) -> dict | None:
     """Train the multi-task model with (λ_CD, λ_SS) = ``lambdas``, keep its best-by-validation
     checkpoint, then score each head on its own test split: ``run_dir/{ss,cd}/metrics.json``.
 
@@ -181,10 +181,12 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
         _load_state,
         _rank,
         _train_loader,
+        execution_fields,
         model_options,
         selection_splits,
         write_run_config,
     )
+    from noise2map.training.execution import pin_execution
     from noise2map.training.seeding import ResumableEpochs
 
     validate_config(config)
@@ -195,7 +197,10 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
               "lambda_ss": lambda_ss, "pretrained_unet": str(pretrained_unet) if pretrained_unet else None}
     if _rank() == 0:
         _discard_stale_checkpoints(run, config, fields)
-    config = write_run_config(config, run, write=_rank() == 0, **fields)
+    ckpt_dir = run / "checkpoints"
+    execution = pin_execution(ckpt_dir, config, threads, resuming=(ckpt_dir / "last.ckpt").exists(),
+                              write=_rank() == 0)
+    config = write_run_config(config, run, write=_rank() == 0, **fields, **execution_fields(execution))
     L.seed_everything(seed, workers=True)
     settings = {t: task_settings(config, dataset, t) for t in TASKS}
     splits = {t: selection_splits(config, prepared_dir(config, dataset, t), dataset, seed,
@@ -209,7 +214,7 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
     if pretrained_unet is not None:
         module.model.load_pretrained_unet(_load_state(pretrained_unet))
 
-    ckpt_dir, workers, batch = run / "checkpoints", config["training"]["num_workers"], settings["cd"]["batch_size"]
+    workers, batch = config["training"]["num_workers"], settings["cd"]["batch_size"]
     last = ckpt_dir / "last.ckpt"
     best_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
                                 save_weights_only=True, enable_version_counter=False)

@@ -25,6 +25,7 @@ from noise2map.config import (DATASET_NAMES, model_weight_names, prepared_dir, p
 from noise2map.errors import CheckpointError, ConfigError
 from noise2map.io import atomic_path, write_json, write_text
 from noise2map.metrics import COUNTS, scores_from_counts
+from noise2map.training.execution import apply_recorded_threads, pin_execution
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,11 @@ def write_run_config(config: dict, run: Path, write: bool = True, **run_fields) 
     return resolved
 
 
+def execution_fields(execution: dict) -> dict:
+    """The execution record as fields of the run's config.yaml (``run:`` block)."""
+    return {"num_threads": execution["num_threads"], "device": execution["device"]}
+
+
 def _rank() -> int:
     """This process's global rank (0 outside DDP), known before the Trainer exists."""
     from lightning.fabric.utilities.rank_zero import _get_rank
@@ -143,11 +149,13 @@ def _rank() -> int:
 
 
 def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, run: Path,
-              pretrained_unet: Path | None = None) -> dict:
+              pretrained_unet: Path | None = None, threads: int | None = None) -> dict:
     """Train one model, keep its best-by-validation checkpoint, then evaluate it on test.
 
     On N devices every process runs this function (the Trainer re-launches the command);
-    only rank 0 writes the run folder's files.
+    only rank 0 writes the run folder's files. ``threads``: CPU threads of a new run (default
+    ``training.num_threads``); a resumed run keeps the count it started with
+    (:mod:`noise2map.training.execution`).
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -162,7 +170,10 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
               "pretrained_unet": str(pretrained_unet) if pretrained_unet else None}
     if _rank() == 0:
         _discard_stale_checkpoints(run, config, fields)
-    config = write_run_config(config, run, write=_rank() == 0, **fields)
+    ckpt_dir = run / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    execution = pin_execution(ckpt_dir, config, threads, resuming=last.exists(), write=_rank() == 0)
+    config = write_run_config(config, run, write=_rank() == 0, **fields, **execution_fields(execution))
     L.seed_everything(seed, workers=True)
     settings = task_settings(config, dataset, task)
     store = prepared_dir(config, dataset, task)
@@ -179,8 +190,6 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
         loader(_load_state(pretrained_unet))
     _load_pretrained_encoder(config, model_key, module.model)
 
-    ckpt_dir = run / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
     # best.ckpt: weights of the best-by-validation epoch (all evaluation needs); last.ckpt:
     # full state for resuming a killed run (every N steps and each epoch end), dropped once
     # the run has finished.
@@ -287,6 +296,8 @@ def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None 
         train.update({k: v for k, v in (("devices", devices), ("accelerator", accelerator)) if v})
         config = {**config, "training": train}
     fields = config.get("run", {})
+    if trainer is None:  # a re-evaluation: the threads the run was scored with when it was trained
+        apply_recorded_threads(run / "checkpoints")
     checkpoint = Path(checkpoint or run / "checkpoints" / "best.ckpt")
     if not checkpoint.is_file():
         raise CheckpointError(f"{checkpoint} does not exist: train the run first (noise2map train ...)")
@@ -338,7 +349,7 @@ def _write_metrics(run: Path, config: dict, module, counts: pd.DataFrame, checkp
     return metrics
 
 
-def pretrain_run(config: dict, out_dir: Path, unet_kind: str = "noise2map") -> Path:
+def pretrain_run(config: dict, out_dir: Path, unet_kind: str = "noise2map", threads: int | None = None) -> Path:
     """Pretrain a denoising UNet on the AID sample → ``<out_dir>/<unet_kind>_unet.pt``.
 
     ``noise2map``: the ddpm-church-size UNet of Noise2Map (DDPM ε-MSE, from ddpm-church-256);
@@ -355,6 +366,9 @@ def pretrain_run(config: dict, out_dir: Path, unet_kind: str = "noise2map") -> P
     out_dir = Path(out_dir)
     pre = config["pretrain"]
     seed = config["seeds"][0]
+    ckpt_dir = out_dir / f"checkpoints_{unet_kind}"
+    last = ckpt_dir / "last.ckpt"
+    execution = pin_execution(ckpt_dir, config, threads, resuming=last.exists(), write=_rank() == 0)
     L.seed_everything(seed, workers=True)
     if unet_kind == "sr3":
         module = SR3Pretraining(config["model_size"], pre["lr"], pre["weight_decay"], pre["warmup_steps"])
@@ -368,8 +382,6 @@ def pretrain_run(config: dict, out_dir: Path, unet_kind: str = "noise2map") -> P
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    ckpt_dir = out_dir / f"checkpoints_{unet_kind}"
-    last = ckpt_dir / "last.ckpt"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, enable_version_counter=False)
     resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
     trainer = _trainer(config, out_dir, pre["epochs"], [checkpoint, resumable], max_steps=pre.get("max_steps", -1),
@@ -385,5 +397,6 @@ def pretrain_run(config: dict, out_dir: Path, unet_kind: str = "noise2map") -> P
     with atomic_path(target) as tmp:
         torch.save(module.unet.state_dict(), tmp)
     unet_cfg = dict(module.unet.config) if hasattr(module.unet, "config") else {"size": config["model_size"]}
-    write_json(out_dir / f"{unet_kind}_unet.json", {"unet": unet_cfg, "pretrain": pre, "noise2map_version": __version__})
+    write_json(out_dir / f"{unet_kind}_unet.json", {"unet": unet_cfg, "pretrain": pre, "execution": execution,
+                                                   "noise2map_version": __version__})
     return target

@@ -10,6 +10,7 @@ from noise2map.config import (
     prepare_settings,
     pretrain_init_names,
     pretrain_settings,
+    job_threads,
     rule_resources,
     run_settings,
     validate_config,

@@ -19,6 +19,7 @@ rule pretrain_unet:
         f"benchmarks/{config['preset']}/pretrain_unet/{{pretrain}}_{{unet}}.tsv"
     params:
         settings=lambda wc: pretrain_settings(config, wc.unet, wc.pretrain),
+    threads: job_threads(config)
     resources:
         **rule_resources(config, "pretrain_unet"),
     message:

@@ -26,6 +26,7 @@ rule train_model:
         settings=lambda wc: run_settings(config, wc.task, wc.dataset, wc.model),
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else "",
         selection="",
+    threads: job_threads(config)
     resources:
         **rule_resources(config, "train_model"),
     message:
@@ -72,6 +73,7 @@ rule train_ablation:
         dataset=config["ablations"]["dataset"],
         run=lambda wc, output: Path(output.metrics).parent,
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else "",
+    threads: job_threads(config)
     resources:
         **rule_resources(config, "train_model"),
     message:
@@ -98,6 +100,7 @@ rule train_multitask:
     params:
         settings=lambda wc: {t: ablation_settings(config, "multitask", wc.variant, t) for t in ("ss", "cd")},
         run=lambda wc, output: Path(output.ss).parent.parent,
+    threads: job_threads(config)
     resources:
         **rule_resources(config, "train_model"),
     message:
