@@ -6,38 +6,52 @@ conv (3 or 6 channels → 3) and a 3×3 output conv (3 → classes): 113.7M para
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from noise2map.models.noising import TaskNoising
 
-# google/ddpm-church-256's config.json: 113,673,219 parameters (diffusers 0.42).
-DDPM_CHURCH_256 = {
-    "sample_size": 256,
-    "in_channels": 3,
-    "out_channels": 3,
-    "layers_per_block": 2,
-    "block_out_channels": [128, 128, 256, 256, 512, 512],
-    "down_block_types": ["DownBlock2D"] * 4 + ["AttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "AttnUpBlock2D"] + ["UpBlock2D"] * 4,
-    "downsample_padding": 0,
-    "flip_sin_to_cos": False,
-    "freq_shift": 1,
-    "norm_eps": 1e-6,
-    "norm_num_groups": 32,
-    "act_fn": "silu",
-    "mid_block_scale_factor": 1,
-    "center_input_sample": False,
-    "time_embedding_type": "positional",
-}
+# google/ddpm-church-256's own config.json, shipped as published (113,673,219 parameters with
+# diffusers 0.42). Read, not re-typed: its "attention_head_dim": null means ONE attention head
+# over all channels, where UNet2DModel's default (8) would give 64 heads of 8 at 512 channels:
+# the same parameters, another function. The released code loads its backbones with this file.
+CHURCH_CONFIG = Path(__file__).with_name("ddpm_church_256.json")
+
+
+def church_config() -> dict:
+    """The ddpm-church-256 UNet config as published (``_``-prefixed metadata dropped)."""
+    return {k: v for k, v in json.loads(CHURCH_CONFIG.read_text()).items() if not k.startswith("_")}
+
+
+DDPM_CHURCH_256 = church_config()
 
 
 def build_unet(config: dict | None = None):
-    """The denoising UNet; ``config`` overrides fields of the ddpm-church-256 configuration."""
+    """The denoising UNet: ``UNet2DModel.from_config`` of the ddpm-church-256 config, with
+    ``config`` overriding some of its fields (the demo preset shrinks it)."""
     from diffusers import UNet2DModel
 
-    return UNet2DModel(**{**DDPM_CHURCH_256, **(config or {})})
+    return UNet2DModel.from_config({**church_config(), **(config or {})})
+
+
+def check_unet_folder(folder: str | Path, overrides: dict | None = None) -> None:
+    """A diffusers UNet folder to initialise from must have the architecture we build: every
+    field its config.json shares with ours equal (a checkpoint built with another attention
+    layout would load its weights into a different function)."""
+    from noise2map.errors import CheckpointError
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist: the UNet folder has no config (fetch it again)")
+    theirs, ours = json.loads(path.read_text()), {**church_config(), **(overrides or {})}
+    differ = {k: (theirs[k], ours[k]) for k in ours if k in theirs and theirs[k] != ours[k]}
+    if differ:
+        detail = ", ".join(f"{k}: {a!r} in the file, {b!r} here" for k, (a, b) in sorted(differ.items()))
+        raise CheckpointError(f"{path} is not the UNet this model builds ({detail})")
 
 
 class _NoTimeEmbedding(nn.Module):
@@ -103,7 +117,10 @@ class Noise2Map(nn.Module):
         h = self.input_conv(x_t)
         size = self.unet.config.sample_size
         resample = h.shape[-1] != size or h.shape[-2] != size
-        if resample:  # as the released code: the UNet always sees its own sample size
+        # Tiles of another size than the UNet's (neither preset has them) are resized bilinearly
+        # around it. The release instead learns its resampling (Upsample with align_corners=True
+        # plus a 3x3 conv on each side): a difference listed in the fidelity table.
+        if resample:
             h = F.interpolate(h, size=(size, size), mode="bilinear", align_corners=False)
         h = self.unet(h, timesteps).sample
         if resample:

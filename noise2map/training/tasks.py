@@ -187,6 +187,9 @@ class DenoisingPretraining(_Pretraining):
         if init_from:
             from diffusers import UNet2DModel
 
+            from noise2map.models.noise2map import check_unet_folder
+
+            check_unet_folder(init_from, unet)
             self.unet.load_state_dict(UNet2DModel.from_pretrained(init_from).state_dict())
         sched = make_scheduler(**(scheduler or {}))
         self.register_buffer("alphas_cumprod", sched.alphas_cumprod.clone().float(), persistent=False)
