@@ -31,6 +31,7 @@ localrules:
     write_table1,
     write_selection_delta,
     write_ablation_table,
+    write_fidelity,
 
 
 onstart:
@@ -45,4 +46,5 @@ rule all:
         rules.write_table1.output.csv,
         expand(f"{RESULTS}/{{table}}.csv", table=ABLATION_TABLES),
         rules.write_efficiency.output.csv,
+        rules.write_fidelity.output.csv,
         figure_targets(),

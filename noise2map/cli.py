@@ -9,8 +9,11 @@
     noise2map pretrain --config CFG --output-dir DIR
     noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT]
     noise2map train-multitask --config CFG --variant cd0p7ss1p3 --seed S --run-dir DIR [--pretrained PT]
+    noise2map import-released CKPT --task T --dataset D [--config CFG] [--seed S] [--run-dir DIR]
+                                               a released train.py checkpoint → a scored run folder
     noise2map evaluate RUN_DIR [--devices N] [--accelerator cpu|gpu]   re-score a run on test
     noise2map tables table1|table2..table5|multitask|selection-delta --output CSV METRICS.json ... [--variants V ...]
+    noise2map fidelity [--config CFG] --output CSV  the preset against the paper text and the released code
     noise2map figures fig4|fig5|fig6 --output BASE --runs RUN_DIR ... [--tiles N] [--timesteps T ...] [--csv CSV]
     noise2map weights fetch [NAME ...] --cache DIR   pretrained checkpoints into the cache
     noise2map bench efficiency [--models M ...] [--size paper] [--output CSV]
@@ -90,14 +93,15 @@ def cmd_data(args) -> None:
 
 
 def cmd_prepare(args) -> None:
-    from noise2map.config import PRETRAIN_DATASETS, prepared_dir, raw_dir
+    from noise2map.config import PRETRAIN_DATASETS, prepared_dir, preparation_options, raw_dir
     from noise2map.data import prepare
 
     config = _config(args.config)
     dataset, _, task = args.name.partition("-")
     out = prepared_dir(config, dataset, task or "pretrain")
     num = config["pretrain"]["num_images"] if args.name in PRETRAIN_DATASETS else None
-    manifest = prepare(args.name, raw_dir(config), out, config["tile_size"], seed=config["seeds"][0], num_images=num)
+    manifest = prepare(args.name, raw_dir(config), out, config["tile_size"], seed=config["seeds"][0], num_images=num,
+                       options=preparation_options(config, args.name))
     counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
     print(f"{args.name}: {counts} → {out}")
 
@@ -141,6 +145,18 @@ def cmd_train_multitask(args) -> None:
         print(", ".join(f"{t}: F1 {m['f1']:.2f}" for t, m in metrics.items()) + f" → {args.run_dir}")
 
 
+def cmd_import_released(args) -> None:
+    from noise2map.config import run_dir
+    from noise2map.training.released import MODEL_KEYS, import_released
+
+    config = _config(args.config) if args.config else _config_default()
+    run = Path(args.run_dir) if args.run_dir else run_dir(config, args.task, args.dataset,
+                                                          f"{MODEL_KEYS[args.task]}-released", args.seed)
+    metrics = import_released(Path(args.checkpoint), config, args.task, args.dataset, run, args.seed)
+    print(f"{metrics['model']} on {metrics['dataset']} ({metrics['evaluated_on']}): F1 {metrics['f1']:.2f}, "
+          f"IoU {metrics['iou']:.2f} → {run}")
+
+
 def cmd_evaluate(args) -> None:
     from noise2map.training.run import evaluate_run
 
@@ -164,6 +180,15 @@ def cmd_tables(args) -> None:
     else:
         table = write_selection_delta(args.metrics, Path(args.output))
     print(f"{args.table}: {len(table)} rows → {args.output}")
+
+
+def cmd_fidelity(args) -> None:
+    from noise2map.fidelity import write_fidelity
+
+    config = _config(args.config) if args.config else _config_default()
+    table = write_fidelity(config, Path(args.output))
+    print(f"fidelity: {int(table['matches_release'].sum())} of {len(table)} points match the released code "
+          f"→ {args.output}")
 
 
 def cmd_figures(args) -> None:
@@ -362,6 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "a resumed run keeps the count it started with")
     p.set_defaults(func=cmd_train_multitask)
 
+    p = sub.add_parser("import-released", help="a best_model_epoch_<E>.pth of the released train.py → a run folder")
+    p.add_argument("checkpoint", help="the released model.state_dict() (plain or DataParallel's module. keys)")
+    p.add_argument("--config", help="preset or resolved config (default: the paper preset)")
+    p.add_argument("--task", choices=["ss", "cd"], required=True)
+    p.add_argument("--dataset", choices=["spacenet7", "whu", "xview2"], required=True)
+    p.add_argument("--seed", type=int, default=0, help="the seed it is listed under in the tables")
+    p.add_argument("--run-dir", help="default: <results_dir>/runs/<task>/<dataset>/noise2map-<task>-released/seed<S>")
+    p.set_defaults(func=cmd_import_released)
+
     p = sub.add_parser("evaluate", help="re-score a run's best checkpoint on the test split")
     p.add_argument("run_dir")
     p.add_argument("--devices", type=int, help="processes (each test tile is scored on exactly one)")
@@ -378,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the folder under ablations/<table>/)")
     p.add_argument("--num-images", type=int, help="Table III: images per pretraining sample, for the note")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("fidelity", help="the preset against the paper text and the released code, point by point")
+    p.add_argument("--config", help="a preset or resolved config (default: the paper preset)")
+    p.add_argument("--output", required=True, help="CSV (a .md beside it)")
+    p.set_defaults(func=cmd_fidelity)
 
     p = sub.add_parser("figures", help="the paper's Figures 4-6 from trained runs (PNG + PDF)")
     p.add_argument("figure", choices=["fig4", "fig5", "fig6"],

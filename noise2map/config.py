@@ -96,19 +96,61 @@ def load_config(*paths: str | Path, base: str | Path | None = PAPER_PRESET) -> d
 
 
 def task_settings(config: dict, dataset: str, task: str) -> dict:
-    """batch_size, class_weights and max_epochs of one (data set, task)."""
-    settings = config["training"]["datasets"][dataset][task]
-    return {"max_epochs": config["training"]["max_epochs"], **settings}
+    """batch_size, class_weights, max_epochs and val_every_n_epochs of one (data set, task)."""
+    train = config["training"]
+    settings = train["datasets"][dataset][task]
+    return {"max_epochs": train["max_epochs"], "val_every_n_epochs": train.get("val_every_n_epochs", 1), **settings}
+
+
+def evaluation_split(config: dict, dataset: str) -> str:
+    """The split a data set's runs are scored on (released evaluate.py: SpaceNet7's val)."""
+    return config["training"].get("evaluation_split", {}).get(dataset, "test")
 
 
 # The pretraining samples of Table III (10k images each in the paper); the preset's own is pretrain.dataset.
 PRETRAIN_DATASETS = ("aid", "imagenet", "majortom")
 
 
+# The preparation switches: option → (prepared set, preparer keyword, the released code's value).
+PREPARATION = {
+    "spacenet7_ss_months": ("spacenet7-ss", "months", "usable"),
+    "spacenet7_ss_read_size": ("spacenet7-ss", "read_size", "nominal"),
+    "whu_ss_mask_resize": ("whu-ss", "mask_resize", "bilinear_truncate"),
+    "whu_cd_pairs": ("whu-cd", "pairs", "drop_uniform"),
+    "xview2_cd_pairs": ("xview2-cd", "pairs", "keep_all"),
+}
+
+
+def preparation_options(config: dict, name: str) -> dict:
+    """The preparer keywords of prepared set ``name`` (released values unless the config's
+    ``preparation`` block says otherwise)."""
+    chosen = config.get("preparation") or {}
+    return {kw: chosen.get(key, released) for key, (store, kw, released) in PREPARATION.items() if store == name}
+
+
+def store_name(config: dict, name: str) -> str:
+    """Folder of a prepared set under ``prepared/``: its name, with ``+<value>`` for each switch
+    set away from the released code, so presets that prepare differently never share a store."""
+    chosen = config.get("preparation") or {}
+    changed = [str(chosen[key]) for key, (store, _, released) in PREPARATION.items()
+               if store == name and chosen.get(key, released) != released]
+    return "+".join([name, *changed])
+
+
+def store_base(store: str) -> str:
+    """The prepared set a store folder holds (``whu-ss+nearest`` → ``whu-ss``)."""
+    return store.split("+", 1)[0]
+
+
+def prepared_manifest(config: dict, dataset: str, task: str) -> str:
+    """The manifest a rule waits for: the store is complete once it exists."""
+    return str(prepared_dir(config, dataset, task) / "manifest.json")
+
+
 def prepared_dir(config: dict, dataset: str, task: str) -> Path:
     """Tile store of one data set and task (``aid`` for pretraining)."""
     name = dataset if task == "pretrain" else f"{dataset}-{task}"
-    return Path(config["data_dir"]) / "prepared" / name
+    return Path(config["data_dir"]) / "prepared" / store_name(config, name)
 
 
 def raw_dir(config: dict) -> Path:
@@ -144,7 +186,8 @@ def _plain(obj):
 # What each stage's output depends on. The workflow passes these as rule params, so a change
 # reruns exactly the jobs it affects (adding a model to a preset retrains nothing else).
 def prepare_settings(config: dict, name: str) -> dict:
-    settings = {"tile_size": config["tile_size"], "seed": config["seeds"][0], "raw_source": config["raw_source"]}
+    settings = {"tile_size": config["tile_size"], "seed": config["seeds"][0], "raw_source": config["raw_source"],
+                **preparation_options(config, name)}
     if name in PRETRAIN_DATASETS:
         settings["num_images"] = config["pretrain"]["num_images"]
     return settings

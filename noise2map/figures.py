@@ -232,7 +232,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a trained run folder: its best checkpoint, resolved config and test tiles."""
     import yaml
 
-    from noise2map.config import DATASET_NAMES, prepared_dir
+    from noise2map.config import DATASET_NAMES, evaluation_split, prepared_dir
     from noise2map.data import TileDataset
     from noise2map.training.tasks import DiscriminativeTask
 
@@ -254,7 +254,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         seed=int(fields.get("seed", metrics.get("seed", 0))),
         name=metrics.get("model") or module.hparams.model_key,
         dataset_name=metrics.get("dataset") or DATASET_NAMES.get(dataset, dataset),
-        test_set=TileDataset(prepared_dir(config, dataset, task), "test", uint8=True))
+        test_set=TileDataset(prepared_dir(config, dataset, task), evaluation_split(config, dataset), uint8=True))
 
 
 def _logits(run: LoadedRun, batch: dict, timestep: int | None):

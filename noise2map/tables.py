@@ -19,7 +19,8 @@ from noise2map.metrics import COUNTS, METRICS, scores_from_counts
 from noise2map.rank import rank_models
 
 TABLE1_COLUMNS = ["task", "model", "params_m", "dataset", *METRICS, "rank", "seed", "preset", *COUNTS,
-                  *(f"{m}_pos" for m in METRICS), "model_key", "paper_params_m", "num_test_tiles", "selected_on"]
+                  *(f"{m}_pos" for m in METRICS), "model_key", "paper_params_m", "num_test_tiles", "selected_on",
+                  "evaluated_on"]
 PAPER_TABLE1 = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper_table1.csv"
 TASK_ORDER = {"ss": 0, "cd": 1}
 
@@ -105,12 +106,20 @@ def table1_markdown(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> s
 
 
 def _selection_note(table: pd.DataFrame) -> list[str]:
-    """Which split chose each data set's checkpoints: the released code used test for some."""
+    """Which split chose and which split scored each data set's checkpoints: the released code
+    chose on test for some, and scored SpaceNet7 on the split that chose its checkpoints."""
     if "selected_on" not in table or table["selected_on"].isna().all():
         return []
     chosen = table.dropna(subset=["selected_on"]).groupby("dataset", sort=False)["selected_on"].first()
     parts = [f"{dataset}: {split}" for dataset, split in chosen.items()]
     note = ["", "Checkpoints selected on (best validation loss) — " + "; ".join(parts) + "."]
+    if "evaluated_on" in table and not table["evaluated_on"].isna().all():
+        scored = table.dropna(subset=["evaluated_on"]).groupby("dataset", sort=False)["evaluated_on"].first()
+        note.append("Scores computed on — " + "; ".join(f"{d}: {split}" for d, split in scored.items()) + ".")
+        same = [d for d in scored.index if d in chosen.index and scored[d] == chosen[d]]
+        if same:
+            note.append(f"{', '.join(same)}: scored on the split that also selected the checkpoint (the released "
+                        "evaluate.py's choice); the `corrected` preset scores SpaceNet7 on its test regions.")
     if (chosen == "test").any():
         note.append("Selecting on the test split is what the released code does and what produced the paper's "
                     "numbers; it leaks test information. `selection: val` selects on 10 % of the training split "

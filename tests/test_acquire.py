@@ -107,20 +107,20 @@ def test_download_verify_extract_and_layout_via_the_cli(file_server, synthetic, 
     # the extracted tree is the synthetic tree, file for file
     expected = _files(synthetic["spacenet7"])
     assert _files(raw / "spacenet7") == expected
-    assert len(expected) == 5 * 4 + 5 * 4 - 1  # 5 AOIs x 4 months of mosaics + labels, one month unlabelled
+    assert len(expected) == 5 * 4 + 5 * 4 - 1 + 1  # 5 AOIs x 4 months of mosaics + labels, one unlabelled, one UDM mask
 
     manifest = json.loads((raw / "spacenet7.acquired.json").read_text())
     (entry,) = manifest["archives"]
     assert entry["file"] == SN7 and entry["bytes"] == len(sn7_archive)
     assert entry["sha256"] == _sha(sn7_archive) and entry["md5"] == sn7_md5
     assert entry["checksum"].startswith("MD5 published") and entry["source"] == f"{file_server.url}/{SN7}"
-    assert manifest["verified"] is True and manifest["files"] == 39
+    assert manifest["verified"] is True and manifest["files"] == 40
     assert manifest["bytes"] == sum((raw / "spacenet7" / rel).stat().st_size for rel in expected)
     assert manifest["counts"] == {"AOI folders": 5, "monthly mosaics (images_masked)": 20,
                                   "label files (labels_match_pix)": 19}
     assert manifest["count_mismatches"] == ["AOI folders: 5, expected 60"]  # a warning: not strict
     ready = json.loads(marker.read_text())
-    assert ready["files"] == 39 and _sha(sn7_archive) in ready["source"]
+    assert ready["files"] == 40 and _sha(sn7_archive) in ready["source"]
 
     # in place: a second call fetches nothing and returns the recorded manifest
     assert acq.acquire("spacenet7", raw, dl, base_url=file_server.url, quiet=True) == manifest
@@ -129,7 +129,8 @@ def test_download_verify_extract_and_layout_via_the_cli(file_server, synthetic, 
     # and it prepares exactly as the synthetic tree it was packed from
     a = prepare("spacenet7-ss", raw, tmp_path / "p1", 32)
     b = prepare("spacenet7-ss", synthetic["spacenet7"].parent, tmp_path / "p2", 32)
-    assert a["splits"] == b["splits"] and a["splits"]["train"]["count"] == 3 * 4 * 4 - 4
+    # 3 train AOIs x 4 months x 4 tiles, less one unlabelled and one UDM-masked month
+    assert a["splits"] == b["splits"] and a["splits"]["train"]["count"] == 3 * 4 * 4 - 4 - 4
 
 
 def test_cut_connection_resumes_with_a_range_request(file_server, sn7_archive, sn7_md5, tmp_path):

@@ -24,7 +24,7 @@ def test_paper_preset_states_the_paper_experiment():
                                            "beta_start": 0.0001, "beta_end": 0.02}
     assert (c["noise2map"]["val_timestep"], c["noise2map"]["test_timestep"]) == (500, 999)
     t = c["training"]
-    assert (t["optimizer"], t["lr"], t["grad_accumulation"], t["precision"]) == ("adam", 1e-4, 2, "bf16-mixed")
+    assert (t["optimizer"], t["lr"], t["grad_accumulation"], t["precision"]) == ("adam", 1e-4, 2, "32-true")
     weights = {(d, k): tuple(task_settings(c, d, k)["class_weights"]) for d in c["datasets"] for k in ("ss", "cd")}
     assert weights == {("spacenet7", "cd"): (1, 3), ("xview2", "cd"): (1, 3), ("whu", "cd"): (1, 1),
                        ("xview2", "ss"): (1, 3), ("whu", "ss"): (1, 10), ("spacenet7", "ss"): (1, 5)}

@@ -44,11 +44,12 @@ def prepared(raw, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
     cache: dict[str, tuple[Path, dict]] = {}
 
-    def get(name: str):
-        if name not in cache:
-            manifest = prepare(name, raw, out / name, T)
-            cache[name] = (out / name, manifest)
-        return cache[name]
+    def get(name: str, **options):
+        key = "+".join([name, *(f"{k}={v}" for k, v in sorted(options.items()))])
+        if key not in cache:
+            manifest = prepare(name, raw, out / key, T, options=options)
+            cache[key] = (out / key, manifest)
+        return cache[key]
 
     return get
 
@@ -177,15 +178,16 @@ def test_store_invariants(name, prepared, raw):
 
 
 def _sn7_months(raw):
-    """{aoi: [(YYYY_MM, labelled, (h, w)), ...]} from the raw files."""
+    """{aoi: [(YYYY_MM, labelled, (h, w), has a UDM mask), ...]} from the raw files."""
     out = {}
     for adir in sorted((raw / "spacenet7" / "train").iterdir()):
         months = []
         for tif in sorted((adir / "images_masked").glob("*.tif")):
             ym = re.search(r"global_monthly_(\d{4}_\d{2})_mosaic", tif.name).group(1)
             lab = adir / "labels_match_pix" / f"{tif.stem}_Buildings.geojson"
+            udm = (adir / "UDM_masks" / f"{tif.stem}_UDM.tif").is_file()
             with rasterio.open(tif) as src:
-                months.append((ym, lab.is_file(), (src.height, src.width)))
+                months.append((ym, lab.is_file(), (src.height, src.width), udm))
         out[adir.name] = months
     return out
 
@@ -196,21 +198,25 @@ def _split_of(aoi):
 
 def test_spacenet7_counts(prepared, raw):
     months = _sn7_months(raw)
-    assert any(h % T for ms in months.values() for _, _, (h, _) in ms)  # a 65-px mosaic (floor rule)
-    exp_ss, exp_cd = {"train": 0, "val": 0, "test": 0}, {"train": 0, "val": 0, "test": 0}
+    assert any(h % T for ms in months.values() for _, _, (h, _), _ in ms)  # a 65-px mosaic (floor rule)
+    exp_ss, exp_usable, exp_cd = ({"train": 0, "val": 0, "test": 0} for _ in range(3))
     for aoi, ms in months.items():
         per = (ms[0][2][0] // T) * (ms[0][2][1] // T)
-        exp_ss[_split_of(aoi)] += per * sum(lab for _, lab, _ in ms)
+        exp_ss[_split_of(aoi)] += per * sum(lab for _, lab, _, _ in ms)
+        exp_usable[_split_of(aoi)] += per * sum(lab and not udm for _, lab, _, udm in ms)
         exp_cd[_split_of(aoi)] += per * sum(a[1] and b[1] for a, b in zip(ms, ms[1:]))
-    _, ss = prepared("spacenet7-ss")
+    _, every = prepared("spacenet7-ss", months="labelled", read_size="native")
+    _, usable = prepared("spacenet7-ss")  # the released filter: labelled and not masked
     _, cd = prepared("spacenet7-cd")
-    assert {s: v["count"] for s, v in ss["splits"].items()} == exp_ss == {"train": 44, "val": 16, "test": 16}
+    assert {s: v["count"] for s, v in every["splits"].items()} == exp_ss == {"train": 44, "val": 16, "test": 16}
+    assert {s: v["count"] for s, v in usable["splits"].items()} == exp_usable == {"train": 40, "val": 16, "test": 16}
     assert {s: v["count"] for s, v in cd["splits"].items()} == exp_cd == {"train": 28, "val": 12, "test": 12}
-    assert len(ss["unlabelled_months"]) == 1
+    assert len(every["unlabelled_months"]) == 1 and every["masked_months"] == {}
+    assert list(usable["masked_months"].values()) == ["has a UDM_masks file"]
 
 
 def test_spacenet7_cd_is_xor_of_ss(prepared):
-    dss, _ = prepared("spacenet7-ss")
+    dss, _ = prepared("spacenet7-ss", months="labelled", read_size="native")
     dcd, _ = prepared("spacenet7-cd")
     for split in ("train", "val", "test"):
         ss = load_split(dss, split, "ss")
@@ -242,7 +248,7 @@ def test_spacenet7_unknown_aoi(raw, tmp_path):
 
 
 def test_whu_ss(prepared, raw, tmp_path):
-    d, m = prepared("whu-ss")
+    d, m = prepared("whu-ss", mask_resize="nearest")
     assert {s: v["count"] for s, v in m["splits"].items()} == {"train": 24, "val": 8, "test": 8}
     # labels follow the raw masks (PIL nearest neighbour 64 -> 32 picks pixel 2i+1)
     rows = read_ids(d, "val")
@@ -302,7 +308,10 @@ def _xview2_expected(raw):
 def test_xview2(prepared, raw):
     exp_ss, exp_cd = _xview2_expected(raw)
     dss, ss = prepared("xview2-ss")
-    dcd, cd = prepared("xview2-cd")
+    dcd, cd = prepared("xview2-cd", pairs="drop_empty")
+    _, released = prepared("xview2-cd")  # the released loader: the SS file list, empty masks kept
+    assert {s: v["count"] for s, v in released["splits"].items()} == exp_ss and released["dropped"] == {
+        "train": 0, "test": 0}
     assert {s: v["count"] for s, v in ss["splits"].items()} == exp_ss == {"train": 16, "test": 8}
     assert {s: v["count"] for s, v in cd["splits"].items()} == exp_cd == {"train": 12, "test": 6}
     assert sum(ss["ignored_other_disasters"].values()) == 2

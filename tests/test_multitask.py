@@ -192,7 +192,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(config, tmp_path, monk
     from noise2map.config import deep_merge
     from noise2map.training.seeding import ResumableEpochs, ResumableLoader
 
-    config = deep_merge(config, {"training": {"datasets": {"whu": {"cd": {"max_epochs": 2, "batch_size": 4}}}}})
+    # real accumulation: three batches an epoch (the released one keeps one of them)
+    config = deep_merge(config, {"training": {"accumulation": "sum",
+                                              "datasets": {"whu": {"cd": {"max_epochs": 2, "batch_size": 4}}}}})
     start = ResumableEpochs.on_train_epoch_start
 
     def signal_in_epoch_1(self, trainer, pl_module):

@@ -165,7 +165,8 @@ def test_ddp_two_gloo_processes_equal_one_process_after_n_steps(store, tmp_path)
     steps. In float64 the only difference left is the order of the gradient sum."""
     _, config = store
     whu = {"cd": {"batch_size": 4, "class_weights": [1, 3], "max_epochs": 1}}
-    settings = dict(precision="64-true", grad_accumulation=2, datasets={**config["training"]["datasets"], "whu": whu})
+    settings = dict(precision="64-true", grad_accumulation=2, accumulation="sum",
+                    datasets={**config["training"]["datasets"], "whu": whu})
     for n in (1, 2):
         cfg = _write_config(config, tmp_path / f"cfg{n}.yaml", devices=n, **settings)
         done = subprocess.run(_train_cmd(cfg, tmp_path / f"run{n}"), capture_output=True, text=True, timeout=600)

@@ -528,6 +528,7 @@ def acquire(name: str, raw_root, downloads_dir=DEFAULT_DOWNLOADS, base_url: str 
 
 def status(config: dict) -> list[dict]:
     """Per raw data set: present / verified / prepared counts / what is left to do."""
+    from ..config import store_name
     from .prepare import RAW_DIR_OF
 
     data_dir = Path(config["data_dir"])
@@ -543,7 +544,7 @@ def status(config: dict) -> list[dict]:
         present = not problems
         prepared = {}
         for pname in (p for p, r in RAW_DIR_OF.items() if r == name):
-            mp = prepared_root / pname / "manifest.json"
+            mp = prepared_root / store_name(config, pname) / "manifest.json"
             if mp.is_file():
                 m = json.loads(mp.read_text())
                 splits = {s: v["count"] for s, v in m["splits"].items()}

@@ -437,6 +437,11 @@ def _same_size(paths_arrays, dataset: str) -> None:
         )
 
 
+def _check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"preparation.{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
 def _check_tile_size(tile_size) -> int:
     if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 1:
         raise ConfigError(f"tile_size must be a positive integer, got {tile_size!r}")
@@ -546,34 +551,106 @@ def _sn7_label(path: Path, shape: tuple[int, int], sources: _Sources) -> np.ndar
     return rasterize(shapes, out_shape=shape, fill=0, dtype="uint8")
 
 
-def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int) -> dict:
+SPACENET7_SS_MONTHS = ("usable", "labelled")
+
+
+def resize_nearest_gdal(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """[H, W, ...] → [shape, ...] as rasterio's ``read(out_shape=…, resampling=nearest)``:
+    output row i takes input row ⌊(i + ½) · H / out_h⌋ (GDAL's nearest), columns alike."""
+    h, w = arr.shape[:2]
+    if (h, w) == tuple(shape):
+        return arr
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.int64), w - 1)
+    return np.ascontiguousarray(arr[rows][:, cols])
+
+
+def _sn7_usable(raw: Path, aoi: str, d: date, img_path: Path, metadata: dict | None) -> tuple[bool, str]:
+    """(usable, why not) of one month for SpaceNet7-SS: labelled and not masked.
+
+    The released spacenet7_sem.py keeps a month when Hafner et al.'s ``metadata_train.json``
+    says ``label`` true and ``mask`` false. That file is not in the SpaceNet7 tarball: where it
+    lies in ``spacenet7/`` it is read; otherwise ``mask`` is taken to mean that the month has
+    an unusable-data mask in the tarball's ``train/<aoi>/UDM_masks/`` (our reading)."""
+    if metadata is not None:
+        entry = next((e for e in metadata.get(aoi, []) if (int(e["year"]), int(e["month"])) == (d.year, d.month)),
+                     None)
+        if entry is None:
+            return False, "not in metadata_train.json"
+        if entry.get("mask"):
+            return False, "mask: true in metadata_train.json"
+        return bool(entry.get("label")), "label: false in metadata_train.json"
+    udm = raw / "train" / aoi / "UDM_masks"
+    if udm.is_dir() and any(p.name.startswith(img_path.stem) for p in udm.iterdir()):
+        return False, "has a UDM_masks file"
+    return True, ""
+
+
+def _sn7_metadata(raw: Path, sources: _Sources) -> dict | None:
+    path = raw / "metadata_train.json"
+    if not path.is_file():
+        return None
+    try:
+        metadata = json.loads(path.read_text())
+        if not isinstance(metadata, dict):
+            raise ValueError("expected an object keyed by AOI")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path}: not Hafner et al.'s metadata_train.json ({exc})") from exc
+    sources.add(path)
+    return metadata
+
+
+SPACENET7_SS_READ_SIZES = ("nominal", "native")
+
+
+def nominal_size(n: int, tile: int) -> int:
+    """A mosaic side rounded to whole tiles: 1023, 1024 and 1025 px → 1024 at 256² tiles (the
+    released SS loader's fixed out_shape)."""
+    return max(1, round(n / tile)) * tile
+
+
+def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int, months: str = "usable",
+                       read_size: str = "native") -> dict:
     task = TASK_OF[name]
     t = tile_size
+    _check_choice("spacenet7_ss_months", months, SPACENET7_SS_MONTHS)
+    _check_choice("spacenet7_ss_read_size", read_size, SPACENET7_SS_READ_SIZES)
     sources = _Sources(raw_root)
+    raw = _raw_dir(Path(raw_root), "spacenet7")
     by_split, outside = _sn7_scan(Path(raw_root), sources)
+    metadata = _sn7_metadata(raw, sources) if task == "ss" and months == "usable" else None
     out_dir = _start(out_dir)
     splits = {s: _Split(task, t) for s in SPACENET7_SPLIT}
-    unlabelled, too_close, aois_found = [], [], {}
+    unlabelled, too_close, aois_found, masked = [], [], {}, {}
     for split, entries in by_split.items():
         aois_found[split] = [aoi for aoi, _ in entries]
-        for aoi, months in entries:
+        for aoi, dates in entries:
             cache: dict[int, tuple] = {}
 
             def tiles_of(k: int):
                 if k not in cache:
-                    d, img_path, lab_path = months[k]
+                    d, img_path, lab_path = dates[k]
                     img = _sn7_mosaic(img_path, sources)
                     lab = _sn7_label(lab_path, img.shape[:2], sources)
+                    if read_size == "nominal":  # the released SS read: out_shape=(1024, 1024), nearest
+                        h, w = img.shape[:2]
+                        shape = (nominal_size(h, t), nominal_size(w, t))
+                        img, lab = resize_nearest_gdal(img, shape), resize_nearest_gdal(lab, shape)
                     it, nh, nw = _tiles(img, t)
                     lt, _, _ = _tiles(lab, t)
                     cache[k] = (it, lt, nh, nw, img.shape[:2], img_path)
                 return cache[k]
 
-            unlabelled += [sources.rel(p) for _, p, lab in months if lab is None]
+            unlabelled += [sources.rel(p) for _, p, lab in dates if lab is None]
             if task == "ss":
-                for k, (d, img_path, lab_path) in enumerate(months):
+                for k, (d, img_path, lab_path) in enumerate(dates):
                     if lab_path is None:
                         continue
+                    if months == "usable":
+                        usable, why = _sn7_usable(raw, aoi, d, img_path, metadata)
+                        if not usable:
+                            masked[sources.rel(img_path)] = why
+                            continue
                     it, lt, nh, nw, _, _ = tiles_of(k)
                     rel = sources.rel(img_path)
                     rows = [
@@ -583,9 +660,9 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int) -> dict:
                     splits[split].add(rows, images=it, labels=lt)
                     del cache[k]
             else:
-                for k in range(len(months) - 1):
-                    d1, p1, l1 = months[k]
-                    d2, p2, l2 = months[k + 1]
+                for k in range(len(dates) - 1):
+                    d1, p1, l1 = dates[k]
+                    d2, p2, l2 = dates[k + 1]
                     if l1 is None or l2 is None:
                         continue
                     if (d2 - d1).days < SPACENET7_MIN_GAP_DAYS:
@@ -616,7 +693,16 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int) -> dict:
         "(e.g. 1023/1025 px) keep the floor number of whole tiles (right/bottom remainder dropped).",
     ]
     if task == "ss":
-        rules.append("SS: every month that has a label file; unlabelled months are skipped.")
+        rules.append("SS: every month that has a label file; unlabelled months are skipped."
+                     if months == "labelled" else
+                     "SS: a month is used when it has a label file and is not masked (the released "
+                     "spacenet7_sem.py's metadata_train.json filter: label true, mask false; "
+                     + ("read from metadata_train.json" if metadata is not None else
+                        "without that file, 'masked' = the month has a UDM_masks file")
+                     + "); skipped months are listed in the manifest's masked_months.")
+        if read_size == "nominal":
+            rules.append("SS: mosaic and label resampled (nearest, as rasterio's read with out_shape) to their "
+                         f"side rounded to whole {t}-px tiles before tiling: 1023-1025 px -> 1024, 16 tiles of 256².")
     else:
         rules.append(
             "CD: consecutive monthly images (sorted by the date in the file name) whose label "
@@ -626,11 +712,12 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int) -> dict:
     return _finish(
         name, out_dir, t, splits, rules, sources,
         aois=aois_found, outside_split=outside, unlabelled_months=sorted(unlabelled),
-        **({"dropped_too_close": too_close} if task == "cd" else {}),
+        **({"dropped_too_close": too_close} if task == "cd" else {"masked_months": masked}),
     )
 
 
-def prepare_spacenet7_ss(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
+def prepare_spacenet7_ss(raw_root, out_dir, tile_size, seed=0, num_images=None, months: str = "usable",
+                         read_size: str = "nominal") -> dict:
     """SpaceNet7 semantic segmentation (buildings).
 
     Rules:
@@ -642,13 +729,18 @@ def prepare_spacenet7_ss(raw_root, out_dir, tile_size, seed=0, num_images=None) 
     - Label: the ``labels_match_pix/<image stem>_Buildings.geojson`` polygons (pixel
       coordinates) rasterised at the mosaic size with ``rasterio.features.rasterize``
       (pixel centre inside a polygon = 1).
-    - Every month that has a label file is used; months without one are skipped (listed in the
-      manifest's ``unlabelled_months``).
-    - Tiles: non-overlapping ``tile_size``² tiles, row-major; 1023/1025-px mosaics give the
-      floor number of whole tiles per axis.
+    - Months: without a label file a month is skipped (``unlabelled_months``). ``months:
+      usable`` (the released filter) also skips masked months (:func:`_sn7_usable`; listed in
+      ``masked_months`` with the reason); ``labelled`` keeps every labelled month.
+    - Size: ``read_size`` ``nominal`` (the released read at out_shape 1024²: every mosaic and
+      label resampled nearest, :func:`resize_nearest_gdal`, to its side rounded to whole tiles,
+      :func:`nominal_size`, so 16 tiles of 256² each) or ``native`` (floor-tiled at the
+      mosaic's own size: a 1023-px mosaic gives 3 × 3).
+    - Tiles: non-overlapping ``tile_size``² tiles, row-major; at native size 1023/1025-px
+      mosaics give the floor number of whole tiles per axis.
     ``seed`` and ``num_images`` are unused (the preparation is deterministic).
     """
-    return _prepare_spacenet7("spacenet7-ss", raw_root, out_dir, _check_tile_size(tile_size))
+    return _prepare_spacenet7("spacenet7-ss", raw_root, out_dir, _check_tile_size(tile_size), months, read_size)
 
 
 def prepare_spacenet7_cd(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
@@ -692,7 +784,18 @@ def _first_dir(parent: Path, names, dataset: str, what: str) -> Path:
     )
 
 
-def prepare_whu_ss(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
+WHU_SS_MASK_RESIZES = ("bilinear_truncate", "nearest")
+
+
+def resize_mask_truncated(mask01: np.ndarray, size: int) -> np.ndarray:
+    """The released whu_sem.py's mask: PIL bilinear resize of the 0/255 mask, ``ToTensor``
+    (÷ 255), ``.long()`` (truncation): 1 only where the resized value is exactly 255, so every
+    pixel whose filter window touches background becomes background (the mask is eroded)."""
+    return (_resize_pil((mask01 * 255).astype(np.uint8), size, Image.BILINEAR) == 255).astype(np.uint8)
+
+
+def prepare_whu_ss(raw_root, out_dir, tile_size, seed=0, num_images=None,
+                   mask_resize: str = "bilinear_truncate") -> dict:
     """WHU aerial building data set, semantic segmentation.
 
     Rules:
@@ -702,12 +805,13 @@ def prepare_whu_ss(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dic
     - Pairing by file name: every image needs a label of the same file name and vice versa;
       a missing partner is a DataNotFoundError naming it (no pairing by position).
     - Image: 3-band uint8, resized to ``tile_size``² with PIL bilinear (as torchvision
-      ``Resize`` in the released code); label: 1-band uint8 with values 0/255 only, resized
-      with nearest neighbour (the released code resizes bilinearly and truncates; nearest keeps
-      the mask binary) and mapped 255 → 1.
+      ``Resize`` in the released code); label: 1-band uint8 with values 0/255 only, mapped
+      255 → 1 and resized by ``mask_resize``: ``bilinear_truncate`` (the released code:
+      :func:`resize_mask_truncated`, which erodes the mask) or ``nearest`` (keeps it as drawn).
     ``seed`` and ``num_images`` are unused.
     """
     t = _check_tile_size(tile_size)
+    _check_choice("whu_ss_mask_resize", mask_resize, WHU_SS_MASK_RESIZES)
     sources = _Sources(raw_root)
     raw = _raw_dir(Path(raw_root), "whu")
     base = _whu_base(raw)
@@ -752,13 +856,17 @@ def prepare_whu_ss(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dic
             sources.add(ip)
             sources.add(lp)
             imgs[k] = _resize_pil(img, t, Image.BILINEAR)
-            labs[k] = _resize_pil(lab, t, Image.NEAREST)
+            labs[k] = (_resize_pil(lab, t, Image.NEAREST) if mask_resize == "nearest"
+                       else resize_mask_truncated(lab, t))
             rows.append((ip.stem, sources.rel(ip), 0, 0))
         acc.add(rows, images=imgs, labels=labs)
     rules = [
         "Official WHU splits train/val/test kept as distributed.",
         "Image and label paired by identical file name; a missing partner is an error.",
-        f"Whole tile resized to {t}x{t}: image PIL bilinear, label (0/255 -> 0/1) nearest neighbour.",
+        f"Whole tile resized to {t}x{t}: image PIL bilinear; label (0/255 -> 0/1) "
+        + ("nearest neighbour." if mask_resize == "nearest" else
+           "PIL bilinear, then 1 only where the resized value is 255 (the released Resize + ToTensor + "
+           ".long(): the mask is eroded)."),
     ]
     return _finish("whu-ss", out_dir, t, splits, rules, sources)
 
@@ -767,21 +875,26 @@ def prepare_whu_ss(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dic
 # WHU-CD (BIT 256² form)
 
 
-def prepare_whu_cd(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
+WHU_CD_PAIRS = ("drop_uniform", "drop_empty", "keep_all")
+
+
+def prepare_whu_cd(raw_root, out_dir, tile_size, seed=0, num_images=None, pairs: str = "drop_uniform") -> dict:
     """WHU building change detection, from the common 256² BIT form.
 
     Rules:
     - Layout: ``whu-cd/{A,B,label}/<name>.png`` with ``whu-cd/list/{train,val,test}.txt``
       (one file name per line); the splits of the list files are kept (``val.txt`` optional).
       A = 2012 (pre), B = 2016 (post), label 0/255 single-channel PNG (255 = change).
-    - No-change filter (the released code's): a pair whose label has no changed pixel is
-      dropped, in every split; the numbers dropped are in the manifest's ``dropped``. The
-      filter looks at the raw label, before any resize.
+    - Pair filter, in every split, on the raw label before any resize (numbers dropped in
+      the manifest's ``dropped``): ``pairs: drop_uniform`` (the released whu_cd.py) drops a
+      pair whose label is all 0 (no change) or all 255 (all change); ``drop_empty`` drops the
+      all-0 pairs only (the paper text: "pairs with no change removed"); ``keep_all`` none.
     - Tiles that are not ``tile_size``² are resized: images PIL bilinear, label nearest
       neighbour (the released code does not resize: its tiles are 256² already).
     ``seed`` and ``num_images`` are unused.
     """
     t = _check_tile_size(tile_size)
+    _check_choice("whu_cd_pairs", pairs, WHU_CD_PAIRS)
     sources = _Sources(raw_root)
     raw = _raw_dir(Path(raw_root), "whu-cd")
     dirs = {k: _need_dir(raw / k, "whu-cd", f"WHU-CD {k}") for k in ("A", "B", "label")}
@@ -808,7 +921,7 @@ def prepare_whu_cd(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dic
             pa, pb, pl = dirs["A"] / n, dirs["B"] / n, dirs["label"] / n
             lab = _read_label(pl)
             sources.add(pl)
-            if not lab.any():
+            if (pairs != "keep_all" and not lab.any()) or (pairs == "drop_uniform" and lab.all()):
                 dropped[split] += 1
                 continue
             a, b = _read_rgb(pa), _read_rgb(pb)
@@ -824,7 +937,10 @@ def prepare_whu_cd(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dic
     rules = [
         "Splits from list/{train,val,test}.txt kept as distributed.",
         "pre = A (2012), post = B (2016), label 0/255 -> 0/1.",
-        "Pairs whose label has no changed pixel are dropped in every split (released code's filter).",
+        {"drop_uniform": "Pairs whose label is all no-change or all change are dropped in every split "
+                         "(the released whu_cd.py's filter).",
+         "drop_empty": "Pairs whose label has no changed pixel are dropped in every split.",
+         "keep_all": "Every listed pair is kept."}[pairs],
         f"Tiles not {t}x{t} are resized: images PIL bilinear, label nearest neighbour.",
     ]
     return _finish("whu-cd", out_dir, t, splits, rules, sources, dropped=dropped)
@@ -902,8 +1018,12 @@ def _xview2_mask(label_path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, 
     return rasterize(shapes, out_shape=shape, fill=0, dtype="uint8"), n_damaged
 
 
-def _prepare_xview2(name: str, raw_root, out_dir, tile_size: int) -> dict:
+XVIEW2_CD_PAIRS = ("keep_all", "drop_empty")
+
+
+def _prepare_xview2(name: str, raw_root, out_dir, tile_size: int, pairs: str = "keep_all") -> dict:
     task = TASK_OF[name]
+    _check_choice("xview2_cd_pairs", pairs, XVIEW2_CD_PAIRS)
     t = tile_size
     sources = _Sources(raw_root)
     raw = _raw_dir(Path(raw_root), "xview2")
@@ -943,7 +1063,7 @@ def _prepare_xview2(name: str, raw_root, out_dir, tile_size: int) -> dict:
             mask = (resize_bilinear_cv2(mask255, t) > 127).astype(np.uint8)
             if task == "cd":
                 _same_size([(pre_p, pre), (post_p, post)], "xview2")
-                if not mask.any():
+                if pairs == "drop_empty" and not mask.any():
                     dropped[split] += 1
                     continue
                 sources.add(post_p)
@@ -968,11 +1088,15 @@ def _prepare_xview2(name: str, raw_root, out_dir, tile_size: int) -> dict:
         "mask 0/255 bilinear, rounded to uint8, then /255 > 0.5.",
         "Splits: xView2 train and test (no val split in xView2; validation uses test).",
     ]
-    if task == "cd":
+    if task == "cd" and pairs == "drop_empty":
         rules.append(
             "CD sample = (pre image, post image, mask); pairs whose resized mask is empty are "
-            "dropped [unverified: our reading of 150 CD pairs vs 291 SS masks in the paper]."
+            "dropped (xview2_cd_pairs: drop_empty) [unverified: one reading of 150 CD pairs vs 291 "
+            "SS masks in the paper]."
         )
+    elif task == "cd":
+        rules.append("CD sample = (pre image, post image, mask); every pair kept, empty masks included "
+                     "(the released xview2_cd.py reads the SS file list).")
     else:
         rules.append("SS sample = (pre-disaster image, mask); all pairs kept, empty masks included.")
     extra = {"ignored_other_disasters": ignored}
@@ -999,17 +1123,18 @@ def prepare_xview2_ss(raw_root, out_dir, tile_size, seed=0, num_images=None) -> 
     return _prepare_xview2("xview2-ss", raw_root, out_dir, _check_tile_size(tile_size))
 
 
-def prepare_xview2_cd(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
+def prepare_xview2_cd(raw_root, out_dir, tile_size, seed=0, num_images=None, pairs: str = "keep_all") -> dict:
     """xView2 (xBD) santa-rosa-wildfire, change (damage) detection.
 
     Rules as :func:`prepare_xview2_ss` for files, mask and resizing, and:
     - CD sample = (pre image, post image, mask).
-    - Pairs whose resized mask is empty are dropped — our reading of why the paper has 150 CD
-      pairs but 291 SS masks [unverified]; the numbers dropped are in the manifest's
-      ``dropped``.
+    - ``pairs``: ``keep_all`` (the released xview2_cd.py, which reads the SS file list: empty
+      masks kept) or ``drop_empty`` (pairs whose resized mask is empty dropped, one reading of
+      why the paper has 150 CD pairs but 291 SS masks [unverified]; the numbers dropped are in
+      the manifest's ``dropped``).
     ``seed`` and ``num_images`` are unused.
     """
-    return _prepare_xview2("xview2-cd", raw_root, out_dir, _check_tile_size(tile_size))
+    return _prepare_xview2("xview2-cd", raw_root, out_dir, _check_tile_size(tile_size), pairs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1419,16 +1544,19 @@ PREPARERS: dict[str, Callable[..., dict]] = {
 }
 
 
-def prepare(name: str, raw_root, out_dir, tile_size: int, seed: int = 0, num_images=None) -> dict:
+def prepare(name: str, raw_root, out_dir, tile_size: int, seed: int = 0, num_images=None,
+            options: dict | None = None) -> dict:
     """Prepare data set ``name`` from ``raw_root/<raw dir>`` into ``out_dir``; return the manifest.
 
     ``raw_root`` is the parent of the per-data-set raw dirs (:data:`RAW_DIR_OF`), ``out_dir``
     this data set's prepared dir. ``seed``/``num_images`` matter for the pretraining sets only
-    (``aid``, ``imagenet``, ``majortom``).
+    (``aid``, ``imagenet``, ``majortom``); ``options`` are the preparer's switches of the
+    released code's behaviour (``noise2map.config.preparation_options``).
     """
     if name not in PREPARERS:
         raise UnknownNameError("prepared data set", name, PREPARERS)
-    return PREPARERS[name](Path(raw_root), Path(out_dir), tile_size, seed=seed, num_images=num_images)
+    return PREPARERS[name](Path(raw_root), Path(out_dir), tile_size, seed=seed, num_images=num_images,
+                           **(options or {}))
 
 
 __all__ = [

@@ -8,6 +8,7 @@ they would on the real archives (see ``/work/shared/notes/datasets.md``):
 spacenet7  ``spacenet7/train/<aoi>/images_masked/global_monthly_<YYYY>_<MM>_mosaic_<aoi>.tif``
            (4-band uint8 GeoTIFF, RGB + alpha, EPSG:3857) and
            ``spacenet7/train/<aoi>/labels_match_pix/global_monthly_<YYYY>_<MM>_mosaic_<aoi>_Buildings.geojson``
+           ``spacenet7/train/<aoi>/UDM_masks/global_monthly_<YYYY>_<MM>_mosaic_<aoi>_UDM.tif`` (one month)
            (FeatureCollection of building polygons in pixel coordinates, properties ``Id``, ``area``).
            AOIs are real names from the Hafner split; one month of one train AOI has no label file.
 whu        ``whu/3. The cropped image tiles and raster labels/{train,val,test}/{image,label}/<name>.tif``
@@ -283,6 +284,8 @@ def _fresh_dir(path: Path, info: dict) -> Path:
 def _spacenet7(root: Path, rng, p: dict) -> None:
     months = [(2018, m) for m in range(1, p["months"] + 1)]
     unlabelled = (SPACENET7_DEMO_AOIS["train"][1], months[2])
+    # one labelled month with an unusable-data mask, as the tarball's UDM_masks/ holds
+    udm_month = (SPACENET7_DEMO_AOIS["train"][0], months[1])
     for split, aois in SPACENET7_DEMO_AOIS.items():
         for k, aoi in enumerate(aois):
             # the val AOI is 1 px wider/taller (real mosaics are 1023 or 1025 px, too)
@@ -310,6 +313,10 @@ def _spacenet7(root: Path, rng, p: dict) -> None:
                 )
                 stem = f"global_monthly_{yy}_{mm:02d}_mosaic_{aoi}"
                 _write_geotiff(adir / "images_masked" / f"{stem}.tif", rgba, "EPSG:3857", transform)
+                if (aoi, (yy, mm)) == udm_month:
+                    udm = np.zeros((h, w, 1), np.uint8)
+                    udm[: h // 4] = 255  # a cloud band over the top quarter
+                    _write_geotiff(adir / "UDM_masks" / f"{stem}_UDM.tif", udm, "EPSG:3857", transform)
                 if (aoi, (yy, mm)) == unlabelled:
                     continue
                 features = [

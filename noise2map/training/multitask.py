@@ -76,7 +76,8 @@ class MultiTaskTask(_DeviceScaling, L.LightningModule):
 
     def __init__(self, model_size: str = "paper", model_options: dict | None = None, class_weights: dict | None = None,
                  lambda_cd: float = 1.0, lambda_ss: float = 1.0, optimizer: str = "adam", lr: float = 1e-4,
-                 val_timestep: int = 500, test_timestep: int = 999):
+                 val_timestep: int = 500, test_timestep: int = 999, accumulation: str = "sum",
+                 accumulate_every: int = 1):
         super().__init__()
         from baselines.noise2map_models import unet_config
 
@@ -170,8 +171,6 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
     ``train_fraction`` and ``selection`` apply per task as in a single-task run. Returns
     ``{task: metrics}`` (None on ranks other than 0).
     """
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     from noise2map.config import prepared_dir, task_settings, validate_config
     from noise2map.errors import ConfigError
     from noise2map.training.run import (
@@ -183,6 +182,8 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
         _train_loader,
         execution_fields,
         model_options,
+        released_keep_every,
+        selection_checkpoints,
         selection_splits,
         write_run_config,
     )
@@ -208,21 +209,23 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
     options = model_options(config, "noise2map")
     if not options.pop("diffusion", True):
         raise ConfigError("the multi-task model is Noise2Map with diffusion (noise2map.diffusion: true)")
+    train = config["training"]
     module = MultiTaskTask(config["model_size"], options, {t: settings[t]["class_weights"] for t in TASKS},
-                           lambda_cd, lambda_ss, config["training"]["optimizer"], config["training"]["lr"],
-                           config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"])
+                           lambda_cd, lambda_ss, train["optimizer"], train["lr"],
+                           config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"],
+                           accumulation=train.get("accumulation", "sum"), accumulate_every=train["grad_accumulation"])
     if pretrained_unet is not None:
         module.model.load_pretrained_unet(_load_state(pretrained_unet))
 
     workers, batch = config["training"]["num_workers"], settings["cd"]["batch_size"]
     last = ckpt_dir / "last.ckpt"
-    best_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
-                                save_weights_only=True, enable_version_counter=False)
-    last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False)
+    best_ckpt, last_ckpt = selection_checkpoints(ckpt_dir)
     resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
     trainer = _fit_trainer(config, run, max(s["max_epochs"] for s in settings.values()),
-                           [best_ckpt, last_ckpt, resumable])
-    train_loader = _train_loader(PairedTasks(*(splits[t][0] for t in TASKS)), batch, workers, seed, trainer)
+                           [best_ckpt, last_ckpt, resumable],
+                           val_every=min(s["val_every_n_epochs"] for s in settings.values()))
+    train_loader = _train_loader(PairedTasks(*(splits[t][0] for t in TASKS)), batch, workers, seed, trainer,
+                                 released_keep_every(train))
     resumable.sampler = train_loader.batch_sampler
     val_loaders = [_eval_loader(splits[t][1], settings[t]["batch_size"], workers, trainer) for t in TASKS]
     trainer.fit(module, train_loader, val_loaders, ckpt_path=last if last.exists() else None)
@@ -236,7 +239,7 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
 def evaluate_heads(run: Path, checkpoint: Path, config: dict) -> dict | None:
     """Score each head of a multi-task checkpoint on its task's test split →
     ``run/<task>/{tile_counts.csv,metrics.json}``; ``{task: metrics}`` on rank 0, else None."""
-    from noise2map.config import prepared_dir, task_settings
+    from noise2map.config import evaluation_split, prepared_dir, task_settings
     from noise2map.data import TileDataset
     from noise2map.io import atomic_path
     from noise2map.training.run import _eval_loader, _trainer
@@ -246,7 +249,8 @@ def evaluate_heads(run: Path, checkpoint: Path, config: dict) -> dict | None:
     trainer = _trainer(config, run, logger=False, enable_checkpointing=False)
     out = {}
     for task in TASKS:
-        test_set = TileDataset(prepared_dir(config, fields["dataset"], task), "test", uint8=True)
+        test_set = TileDataset(prepared_dir(config, fields["dataset"], task),
+                               evaluation_split(config, fields["dataset"]), uint8=True)
         module.eval_task = task
         loader = _eval_loader(test_set, task_settings(config, fields["dataset"], task)["batch_size"], 0, trainer)
         trainer.test(module, loader, verbose=False)
@@ -265,7 +269,7 @@ def evaluate_heads(run: Path, checkpoint: Path, config: dict) -> dict | None:
 def _write_head_metrics(out: Path, config: dict, task: str, module: MultiTaskTask, counts: pd.DataFrame,
                         checkpoint: Path) -> dict:
     """metrics.json of one head: the keys of a single-task run's, and the λs."""
-    from noise2map.config import DATASET_NAMES
+    from noise2map.config import DATASET_NAMES, evaluation_split
     from noise2map.io import write_json
     from noise2map.training.run import selected_on
 
@@ -277,6 +281,7 @@ def _write_head_metrics(out: Path, config: dict, task: str, module: MultiTaskTas
         "params_m": round(sum(p.numel() for p in module.model.parameters()) / 1e6, 3),  # the whole shared model
         "paper_params_m": None, "num_test_tiles": len(counts),
         "selection": config.get("selection", "released"), "selected_on": selected_on(config, task, fields),
+        "evaluated_on": evaluation_split(config, fields["dataset"]),
         **totals, **scores_from_counts(**totals), "checkpoint": str(checkpoint),
         "lambda_cd": module.hparams.lambda_cd, "lambda_ss": module.hparams.lambda_ss,
     }

@@ -20,8 +20,8 @@ import torch
 import yaml
 
 from noise2map import __version__
-from noise2map.config import (DATASET_NAMES, model_weight_names, prepared_dir, pretrain_init_names, result_config,
-                              task_settings, validate_config)
+from noise2map.config import (DATASET_NAMES, evaluation_split, model_weight_names, prepared_dir, pretrain_init_names,
+                              result_config, task_settings, validate_config)
 from noise2map.errors import CheckpointError, ConfigError
 from noise2map.io import atomic_path, write_json, write_text
 from noise2map.metrics import COUNTS, scores_from_counts
@@ -94,24 +94,41 @@ def _trainer(config: dict, run: Path, max_epochs: int = 1, callbacks=(), devices
         deterministic="warn", enable_model_summary=False, callbacks=list(callbacks), **kwargs)
 
 
-def _fit_trainer(config: dict, run: Path, max_epochs: int, callbacks=(), log_name="train_log", **kwargs):
+def _fit_trainer(config: dict, run: Path, max_epochs: int, callbacks=(), log_name="train_log",
+                 val_every: int | None = None, **kwargs):
+    """A fitting Trainer: validation at the epochs ``training.val_schedule`` names, every
+    ``val_every`` epochs; accumulation as :func:`trainer_accumulation`."""
     from lightning.pytorch.loggers import CSVLogger
 
+    from noise2map.training.schedule import ValidationSchedule
+
     train = config["training"]
-    return _trainer(config, run, max_epochs, callbacks, max_steps=train.get("max_steps", -1),
-                    accumulate_grad_batches=train["grad_accumulation"],
-                    check_val_every_n_epoch=train.get("val_every_n_epochs", 1),
+    schedule = ValidationSchedule(val_every or train.get("val_every_n_epochs", 1), train.get("val_schedule", "released"))
+    return _trainer(config, run, max_epochs, [*callbacks, schedule], max_steps=train.get("max_steps", -1),
+                    accumulate_grad_batches=trainer_accumulation(train),
                     logger=CSVLogger(run, name=log_name, version=""), log_every_n_steps=1, **kwargs)
 
 
-def _train_loader(dataset, global_batch: int, workers: int, seed: int, trainer):
-    """The rank's slices of the global batches (the same steps on any number of devices)."""
+def trainer_accumulation(train: dict) -> int:
+    """Batches the Trainer sums per step: ``grad_accumulation`` (``sum``), or 1 (``released``:
+    the loader yields only the batches the released loop backpropagates)."""
+    return 1 if train.get("accumulation", "sum") == "released" else train["grad_accumulation"]
+
+
+def released_keep_every(train: dict) -> int:
+    return train["grad_accumulation"] if train.get("accumulation", "sum") == "released" else 1
+
+
+def _train_loader(dataset, global_batch: int, workers: int, seed: int, trainer, keep_every: int = 1):
+    """The rank's slices of the global batches (the same steps on any number of devices);
+    ``keep_every`` k > 1: only every k-th batch of an epoch (the released accumulation)."""
     from noise2map.training.seeding import GlobalBatchSampler, ResumableLoader
 
     if global_batch % trainer.world_size:
         raise ConfigError(f"batch size {global_batch} is not divisible by {trainer.world_size} devices: "
                           "the batch size in the config is the global batch, split evenly over devices")
-    sampler = GlobalBatchSampler(len(dataset), global_batch, seed, True, trainer.global_rank, trainer.world_size)
+    sampler = GlobalBatchSampler(len(dataset), global_batch, seed, True, trainer.global_rank, trainer.world_size,
+                                 keep_every)
     return ResumableLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                            pin_memory=torch.cuda.is_available())
 
@@ -158,7 +175,6 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     (:mod:`noise2map.training.execution`).
     """
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from noise2map.training.seeding import ResumableEpochs
     from noise2map.training.tasks import DiscriminativeTask
@@ -180,10 +196,12 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     workers = config["training"]["num_workers"]
     train_set, val_set = selection_splits(config, store, dataset, seed, run if _rank() == 0 else None)
 
+    train = config["training"]
     module = DiscriminativeTask(
         model_key, task, config["model_size"], model_options(config, model_key), settings["class_weights"],
-        config["training"]["optimizer"], config["training"]["lr"],
-        config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"])
+        train["optimizer"], train["lr"], config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"],
+        accumulation=train.get("accumulation", "sum"), accumulate_every=train["grad_accumulation"],
+        val_loss=train.get("val_loss", "split_mean"))
     if pretrained_unet is not None:
         # Noise2Map fine-tunes its pretrained UNet; DDPM-CD freezes its own as a feature extractor.
         loader = getattr(module.model, "load_pretrained_unet", None) or module.model.load_unet
@@ -193,13 +211,11 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     # best.ckpt: weights of the best-by-validation epoch (all evaluation needs); last.ckpt:
     # full state for resuming a killed run (every N steps and each epoch end), dropped once
     # the run has finished.
-    best_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
-                                save_weights_only=True, enable_version_counter=False)
-    last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False)
+    best_ckpt, last_ckpt = selection_checkpoints(ckpt_dir)
     resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
     trainer = _fit_trainer(config, run, settings["max_epochs"], [best_ckpt, last_ckpt, resumable],
-                           find_unused=not model_key.startswith("noise2map"))
-    train_loader = _train_loader(train_set, settings["batch_size"], workers, seed, trainer)
+                           val_every=settings["val_every_n_epochs"], find_unused=not model_key.startswith("noise2map"))
+    train_loader = _train_loader(train_set, settings["batch_size"], workers, seed, trainer, released_keep_every(train))
     resumable.sampler = train_loader.batch_sampler
     val_loader = _eval_loader(val_set, settings["batch_size"], workers, trainer)
     trainer.fit(module, train_loader, val_loader, ckpt_path=last if last.exists() else None)
@@ -209,6 +225,18 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     if trainer.global_rank == 0:
         last.unlink(missing_ok=True)
     return metrics
+
+
+def selection_checkpoints(ckpt_dir: Path):
+    """best.ckpt (weights of the best-by-validation epoch), written when a validation ends;
+    last.ckpt (full state, for resuming), written at every epoch end, validated or not."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_weights_only=True,
+                           enable_version_counter=False, save_on_train_epoch_end=False)
+    last = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False,
+                           save_on_train_epoch_end=True)
+    return best, last
 
 
 def selection_splits(config: dict, store: Path, dataset: str, seed: int, run: Path | None = None):
@@ -303,7 +331,7 @@ def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None 
         raise CheckpointError(f"{checkpoint} does not exist: train the run first (noise2map train ...)")
     module = DiscriminativeTask.load_from_checkpoint(checkpoint, map_location="cpu")
     task, dataset = module.hparams.task, fields.get("dataset") or _dataset_from_run(run)
-    test_set = TileDataset(prepared_dir(config, dataset, task), "test", uint8=True)
+    test_set = TileDataset(prepared_dir(config, dataset, task), evaluation_split(config, dataset), uint8=True)
     trainer = trainer or _trainer(config, run, logger=False, enable_checkpointing=False)
     loader = _eval_loader(test_set, task_settings(config, dataset, task)["batch_size"], 0, trainer)
     trainer.test(module, loader, verbose=False)
@@ -337,12 +365,13 @@ def _write_metrics(run: Path, config: dict, module, counts: pd.DataFrame, checkp
     spec = get_model_spec(module.hparams.model_key)
     totals = {c: int(counts[c].sum()) for c in COUNTS}
     metrics = {
-        "task": spec.task, "model": spec.name, "model_key": spec.key,
+        "task": spec.task, "model": fields.get("display_name") or spec.name, "model_key": spec.key,
         "dataset": DATASET_NAMES[fields.get("dataset") or _dataset_from_run(run)],
         "seed": fields.get("seed"), "preset": config["preset"], "model_size": config["model_size"],
         "params_m": round(sum(p.numel() for p in module.model.parameters()) / 1e6, 3),
         "paper_params_m": spec.paper_params_m, "num_test_tiles": len(counts),
         "selection": config.get("selection", "released"), "selected_on": selected_on(config, spec.task, fields),
+        "evaluated_on": evaluation_split(config, fields.get("dataset") or _dataset_from_run(run)),
         **totals, **scores_from_counts(**totals), "checkpoint": str(checkpoint),
     }
     write_json(run / "metrics.json", metrics)

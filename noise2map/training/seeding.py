@@ -47,13 +47,16 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
         n: data set size. global_batch: samples per step over all ranks.
         seed: run seed. shuffle: permute (training) or keep order.
         rank, world_size: this process and the number of processes.
+        keep_every: 1, or k of the released accumulation: only batches k-1, 2k-1, … of each
+            epoch's permutation are yielded.
     """
 
     def __init__(self, n: int, global_batch: int, seed: int, shuffle: bool = True, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, keep_every: int = 1):
         if global_batch % world_size:
             raise ValueError(f"global batch {global_batch} is not divisible by {world_size} devices")
         self.n, self.global_batch, self.seed, self.shuffle = n, global_batch, seed, shuffle
+        self.keep_every = keep_every
         self.rank, self.world_size = rank, world_size
         self.epoch, self.done, self.skip, self.resumed = 0, 0, 0, False
 
@@ -69,7 +72,11 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
         batches = [order[i:i + self.global_batch] for i in range(0, self.n, self.global_batch)]
         if batches and len(batches[-1]) < self.world_size:
             batches.pop()
-        return batches
+        # The released loop backpropagates only batch i with (i + 1) % k == 0 and drops the
+        # others' losses: training on every k-th batch alone is the same run, without their
+        # wasted forward passes (they move no weight; a BatchNorm model's running statistics
+        # would have seen them in the release).
+        return batches[self.keep_every - 1::self.keep_every]
 
     def __iter__(self):
         for batch in self.global_batches()[self.skip:]:

@@ -6,8 +6,12 @@ import lightning as L
 import torch
 from torch.nn import functional as F
 
+from noise2map.errors import ConfigError
 from noise2map.keyed_random import keyed_normal, keyed_randint, sample_keys
 from noise2map.metrics import tile_counts
+from noise2map.training.schedule import keeps_batch
+
+VAL_LOSSES = ("split_mean", "batch_mean")
 
 
 def global_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -60,11 +64,17 @@ class DiscriminativeTask(_DeviceScaling, L.LightningModule):
         class_weights: cross-entropy weights [background, positive].
         optimizer: ``"adam"`` or ``"adamw"``; lr: its learning rate.
         val_timestep, test_timestep: fixed timesteps for timestep-conditioned models.
+        accumulation, accumulate_every: recorded with the checkpoint; the loop applies them
+            (:mod:`noise2map.training.schedule`: ``released`` trains on every
+            ``accumulate_every``-th batch alone, ``sum`` accumulates).
+        val_loss: ``split_mean`` (Σ weighted pixel losses / Σ weights over the split) or
+            ``batch_mean`` (the released mean of each batch's weighted mean).
     """
 
     def __init__(self, model_key: str, task: str, model_size: str = "paper", model_options: dict | None = None,
                  class_weights=(1.0, 1.0), optimizer: str = "adam", lr: float = 1e-4,
-                 val_timestep: int = 500, test_timestep: int = 999):
+                 val_timestep: int = 500, test_timestep: int = 999, accumulation: str = "sum",
+                 accumulate_every: int = 1, val_loss: str = "split_mean"):
         super().__init__()
         from baselines import build_model
 
@@ -73,6 +83,9 @@ class DiscriminativeTask(_DeviceScaling, L.LightningModule):
         self.register_buffer("class_weights", torch.tensor(class_weights, dtype=torch.float32), persistent=False)
         self.test_rows: list[torch.Tensor] = []
         self.sample_seed, self.sample_epoch = 0, 0  # set each epoch by ResumableEpochs
+        if val_loss not in VAL_LOSSES:
+            raise ConfigError(f"training.val_loss must be one of {VAL_LOSSES}, got {val_loss!r}")
+        keeps_batch(0, accumulate_every, accumulation)  # checks the name
 
     @property
     def timestep_conditioned(self) -> bool:
@@ -107,21 +120,26 @@ class DiscriminativeTask(_DeviceScaling, L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self):
-        self._val_sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # nll, weight, tp, fp, fn
+        # nll, weight, tp, fp, fn, Σ per-batch weighted means, batches
+        self._val_sums = torch.zeros(7, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch, "val")
         nll, weight = self._nll(logits, batch["mask"])
         tp, fp, fn, _ = tile_counts(logits, batch["mask"]).sum(0).double()
-        self._val_sums += torch.stack([nll.double(), weight.double(), tp, fp, fn])
+        batch_mean = nll.double() / weight.double().clamp(min=1e-12)
+        self._val_sums += torch.stack([nll.double(), weight.double(), tp, fp, fn, batch_mean,
+                                       torch.ones((), dtype=torch.float64, device=self.device)])
 
     def on_validation_epoch_end(self):
-        # Sums over the whole split (each tile on one rank), not a mean of per-batch means.
         sums = self._val_sums.clone()
         if _distributed():
             torch.distributed.all_reduce(sums)
-        nll, weight, tp, fp, fn = sums.tolist()
-        self.log("val/loss", nll / max(weight, 1e-12), prog_bar=True, sync_dist=False)
+        nll, weight, tp, fp, fn, means, batches = sums.tolist()
+        # split_mean: one weighted mean over the whole split (each tile on one rank);
+        # batch_mean: the released validate()'s mean over batches of each batch's mean.
+        loss = nll / max(weight, 1e-12) if self.hparams.val_loss == "split_mean" else means / max(batches, 1.0)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
         self.log("val/f1_pos", 2 * tp / max(2 * tp + fp + fn, 1.0), sync_dist=False)
 
     def test_step(self, batch, batch_idx):

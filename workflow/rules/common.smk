@@ -11,8 +11,10 @@ from noise2map.config import (
     pretrain_init_names,
     pretrain_settings,
     job_threads,
+    prepared_manifest,
     rule_resources,
     run_settings,
+    store_base,
     validate_config,
 )
 from noise2map.ablations import TABLES as ABLATION_TABLES
@@ -21,6 +23,7 @@ from noise2map.ablations import run_paths as ablation_run_paths
 from noise2map.ablations import table_runs as ablation_table_runs
 from noise2map.weights import CHECKPOINTS
 from noise2map.data import RAW_DIR_OF
+from noise2map.fidelity import fidelity_settings
 
 validate(config, "../schemas/config.schema.yaml")
 validate_config(config, source="Snakemake config")
@@ -46,6 +49,7 @@ wildcard_constraints:
     model=_alternatives(MODELS),
     seed=r"\d+",
     name=_alternatives(RAW_DIR_OF),
+    store=f"({_alternatives(RAW_DIR_OF)})(\\+[a-z0-9_]+)*",
     raw=_alternatives(set(RAW_DIR_OF.values())),
     checkpoint=_alternatives(CHECKPOINTS),
     unet="noise2map|sr3",

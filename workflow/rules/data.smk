@@ -39,20 +39,23 @@ else:
             "--marker {output} 2>&1 | tee {log}"
 
 
+# {store}: the prepared set's name, with "+<value>" per preparation switch set away from the
+# released code (noise2map.config.store_name), so two presets never share a store.
 rule prepare_dataset:
     input:
-        raw=lambda wc: f"{DATA}/raw/{RAW_DIR_OF[wc.name]}.ready.json",
+        raw=lambda wc: f"{DATA}/raw/{RAW_DIR_OF[store_base(wc.store)]}.ready.json",
     output:
-        f"{DATA}/prepared/{{name}}/manifest.json",
+        f"{DATA}/prepared/{{store}}/manifest.json",
     log:
-        f"logs/{config['preset']}/prepare_dataset/{{name}}.log",
+        f"logs/{config['preset']}/prepare_dataset/{{store}}.log",
     benchmark:
-        f"benchmarks/{config['preset']}/prepare_dataset/{{name}}.tsv"
+        f"benchmarks/{config['preset']}/prepare_dataset/{{store}}.tsv"
     params:
-        settings=lambda wc: prepare_settings(config, wc.name),
+        name=lambda wc: store_base(wc.store),
+        settings=lambda wc: prepare_settings(config, store_base(wc.store)),
     resources:
         **rule_resources(config, "prepare_dataset"),
     message:
-        "Preparing {wildcards.name} tiles"
+        "Preparing {wildcards.store} tiles"
     shell:
-        "noise2map prepare {wildcards.name} --config {RESOLVED_CONFIG} > {log} 2>&1"
+        "noise2map prepare {params.name} --config {RESOLVED_CONFIG} > {log} 2>&1"

@@ -9,7 +9,7 @@ def pretrain_init(wildcards):
 
 rule pretrain_unet:
     input:
-        data=f"{DATA}/prepared/{{pretrain}}/manifest.json",
+        data=lambda wc: prepared_manifest(config, wc.pretrain, "pretrain"),
         init=pretrain_init,
     output:
         unet=f"{RESULTS}/pretrain/{{pretrain}}/{{unet}}_unet.pt",

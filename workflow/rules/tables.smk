@@ -71,3 +71,18 @@ rule write_efficiency:
         "Measuring parameters, FLOPs and latency of every model ({config[preset]} preset)"
     shell:
         "noise2map bench efficiency --config {RESOLVED_CONFIG} --models {params.models} --output {output.csv} > {log} 2>&1"
+
+
+# Paper text, released code and this preset, point by point (noise2map.fidelity).
+rule write_fidelity:
+    output:
+        csv=report(f"{RESULTS}/fidelity.csv", caption="../report/fidelity.rst", category="Fidelity"),
+        md=f"{RESULTS}/fidelity.md",
+    log:
+        f"logs/{config['preset']}/write_fidelity.log",
+    params:
+        settings=lambda wc: fidelity_settings(config),
+    message:
+        "Writing the fidelity table ({config[preset]} preset against the released code)"
+    shell:
+        "noise2map fidelity --config {RESOLVED_CONFIG} --output {output.csv} > {log} 2>&1"

@@ -14,7 +14,7 @@ def pretrained_inputs(wildcards):
 rule train_model:
     input:
         unpack(pretrained_inputs),
-        data=f"{DATA}/prepared/{{dataset}}-{{task}}/manifest.json",
+        data=lambda wc: prepared_manifest(config, wc.dataset, wc.task),
     output:
         metrics=f"{RESULTS}/runs/{{task}}/{{dataset}}/{{model}}/seed{{seed}}/metrics.json",
         counts=f"{RESULTS}/runs/{{task}}/{{dataset}}/{{model}}/seed{{seed}}/tile_counts.csv",
@@ -60,7 +60,7 @@ use rule train_model as train_model_other_selection with:
 rule train_ablation:
     input:
         unpack(ablation_pretrained),
-        data=lambda wc: f"{DATA}/prepared/{config['ablations']['dataset']}-{wc.task}/manifest.json",
+        data=lambda wc: prepared_manifest(config, config["ablations"]["dataset"], wc.task),
     output:
         metrics=f"{RESULTS}/ablations/{{table}}/{{variant}}/{{task}}/seed{{seed}}/metrics.json",
         counts=f"{RESULTS}/ablations/{{table}}/{{variant}}/{{task}}/seed{{seed}}/tile_counts.csv",
@@ -88,8 +88,8 @@ rule train_ablation:
 rule train_multitask:
     input:
         pretrained=f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/noise2map_unet.pt",
-        ss=f"{DATA}/prepared/{config['ablations']['dataset']}-ss/manifest.json",
-        cd=f"{DATA}/prepared/{config['ablations']['dataset']}-cd/manifest.json",
+        ss=prepared_manifest(config, config["ablations"]["dataset"], "ss"),
+        cd=prepared_manifest(config, config["ablations"]["dataset"], "cd"),
     output:
         ss=f"{RESULTS}/ablations/multitask/{{variant}}/seed{{seed}}/ss/metrics.json",
         cd=f"{RESULTS}/ablations/multitask/{{variant}}/seed{{seed}}/cd/metrics.json",

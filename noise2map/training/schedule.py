@@ -1,0 +1,65 @@
+"""When a run validates and when it steps: the released train.py's loop as named options.
+
+* **Validation epochs.** The released loop validates when ``epoch % val_period == 0``:
+  epochs 0, 5, …, 195 of 200 (``val_schedule: released``). Lightning's
+  ``check_val_every_n_epoch`` validates after epochs N−1, 2N−1, … (``lightning``).
+* **Gradient accumulation.** The released loop calls ``backward`` and steps only when
+  ``(i + 1) % grad_accumulation_steps == 0`` (``i`` the batch index in the epoch): the other
+  batches' losses are computed and discarded (``accumulation: released``, ⌊n/k⌋ steps of
+  one batch each per epoch; the loader yields only those batches, see
+  ``GlobalBatchSampler(keep_every=k)``). ``sum`` is real accumulation: k batches' gradients
+  summed per step (Lightning's ``accumulate_grad_batches``).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+
+from noise2map.errors import ConfigError
+
+VAL_SCHEDULES = ("released", "lightning")
+ACCUMULATIONS = ("sum", "released")
+
+
+def validation_due(epoch: int, every: int, schedule: str = "released") -> bool:
+    """Whether epoch ``epoch`` (0-based) ends with a validation."""
+    if schedule not in VAL_SCHEDULES:
+        raise ConfigError(f"training.val_schedule must be one of {VAL_SCHEDULES}, got {schedule!r}")
+    return epoch % every == 0 if schedule == "released" else (epoch + 1) % every == 0
+
+
+def validation_epochs(max_epochs: int, every: int, schedule: str = "released") -> list[int]:
+    return [e for e in range(max_epochs) if validation_due(e, every, schedule)]
+
+
+def keeps_batch(position: int, every: int, accumulation: str) -> bool:
+    """Whether the batch at ``position`` (0-based, in its epoch) is backpropagated."""
+    if accumulation not in ACCUMULATIONS:
+        raise ConfigError(f"training.accumulation must be one of {ACCUMULATIONS}, got {accumulation!r}")
+    return accumulation == "sum" or (position + 1) % every == 0
+
+
+class ValidationSchedule(L.Callback):
+    """Validates at the epochs :func:`validation_due` names.
+
+    Lightning validates after epoch e when ``(e + 1) % trainer.check_val_every_n_epoch == 0``;
+    before each epoch (and each batch: a mid-epoch restart skips ``on_train_epoch_start``)
+    this sets that divisor to 1 for a due epoch and to e + 2 (never dividing e + 1) otherwise.
+    """
+
+    def __init__(self, every: int, schedule: str = "released"):
+        validation_due(0, every, schedule)  # checks the name
+        self.every, self.schedule = every, schedule
+
+    def _set(self, trainer) -> None:
+        epoch = trainer.current_epoch
+        trainer.check_val_every_n_epoch = 1 if validation_due(epoch, self.every, self.schedule) else epoch + 2
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._set(trainer)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._set(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._set(trainer)

@@ -1,0 +1,61 @@
+"""The fidelity ledger: the paper preset re-runs the release on every switchable point; the
+corrected preset departs from it exactly where it fixes a defect."""
+
+import pandas as pd
+
+from noise2map.config import deep_merge, load_config
+from noise2map.fidelity import POINTS, fidelity_table, write_fidelity
+
+PAPER, DEMO, CORRECTED = (f"workflow/config/{p}.yaml" for p in ("paper", "demo", "corrected"))
+
+
+def _rows(config) -> pd.DataFrame:
+    return fidelity_table(config).set_index("topic")
+
+
+def test_paper_preset_matches_the_release_on_every_switch():
+    table = _rows(load_config(PAPER))
+    switched = table[table["config_key"] != "(no switch)"]
+    assert switched["matches_release"].all(), switched[~switched["matches_release"]]
+    # what cannot be switched yet is listed, and never counted as matching
+    unswitched = table[table["config_key"] == "(no switch)"]
+    assert not unswitched["matches_release"].any()
+    assert len(table) == len(POINTS) and table.index.is_unique
+
+
+def test_corrected_preset_departs_exactly_where_it_fixes():
+    paper, corrected = _rows(load_config(PAPER)), _rows(load_config(CORRECTED))
+    changed = sorted(corrected.index[corrected["preset_value"] != paper["preset_value"]])
+    assert changed == sorted(["SpaceNet7 evaluated split", "Checkpoint selection", "Validation loss",
+                              "Gradient accumulation", "WHU-SS masks", "WHU-CD pairs"])
+    assert corrected.loc["SpaceNet7 evaluated split", "preset_value"] == "test"
+    assert corrected.loc["Gradient accumulation", "preset_value"] == "sum x2"
+    assert corrected.loc["Checkpoint selection", "preset_value"] == "val"
+    assert not corrected.loc[changed, "matches_release"].any()
+
+
+def test_demo_preset_differs_in_size_data_and_schedule_only():
+    table = _rows(load_config(DEMO))
+    switched = table[table["config_key"] != "(no switch)"]
+    assert sorted(switched.index[~switched["matches_release"]]) == sorted(
+        ["Data", "Model size", "Epochs", "Optimiser"])
+    assert table.loc["Model size", "preset_value"] == "demo"
+
+
+def test_a_switch_read_from_the_config_flips_its_row():
+    config = deep_merge(load_config(PAPER), {"training": {"accumulation": "sum", "precision": "bf16-mixed"},
+                                             "noise2map": {"unet": {"attention_head_dim": 8}}})
+    table = _rows(config)
+    assert table.loc["Gradient accumulation", "preset_value"] == "sum x2"
+    assert table.loc["UNet attention heads", "preset_value"] == "heads of 8 channels"
+    assert not table.loc[["Gradient accumulation", "Precision", "UNet attention heads"], "matches_release"].any()
+
+
+def test_fidelity_files_are_written(tmp_path):
+    write_fidelity(load_config(PAPER), tmp_path / "fidelity.csv")
+    csv = pd.read_csv(tmp_path / "fidelity.csv")
+    assert list(csv.columns) == ["point", "topic", "paper_text", "released_code", "preset_value", "released_value",
+                                 "config_key", "matches_release"]
+    md = (tmp_path / "fidelity.md").read_text()
+    assert md.startswith("# Fidelity — preset `paper`")
+    assert f"of {len(POINTS)} points match the released code" in md
