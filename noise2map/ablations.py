@@ -64,6 +64,17 @@ def lambdas_of(variant: str) -> tuple[float, float]:
     return tuple(float(g.replace("p", ".")) for g in match.groups())
 
 
+def _scratch(config: dict) -> dict:
+    """Table III's scratch row: ``ablations.scratch_unet: released`` builds what the released
+    code builds for ``pretrained: None`` (diffusers' default UNet2DModel), ``church`` the
+    fine-tuned layout, randomly initialised."""
+    if config["ablations"].get("scratch_unet", "released") == "church":
+        return {}
+    from noise2map.models.noise2map import DIFFUSERS_DEFAULT_UNET
+
+    return {"noise2map": {"unet": DIFFUSERS_DEFAULT_UNET}}
+
+
 def variants(config: dict) -> dict[str, dict[str, dict]]:
     """table → variant name → the config keys it overrides."""
     ab = config["ablations"]
@@ -71,7 +82,7 @@ def variants(config: dict) -> dict[str, dict[str, dict]]:
     return {
         "table2": {"diffusion": {}, "nodiffusion": {"noise2map": {"diffusion": False}},
                    f"ss{other_noise}": {"noise2map": {"ss_noise": other_noise}}},
-        "table3": {"scratch": {}, **{d: {"pretrain": {"dataset": d}} for d in PRETRAIN_DATASETS}},
+        "table3": {"scratch": _scratch(config), **{d: {"pretrain": {"dataset": d}} for d in PRETRAIN_DATASETS}},
         # val/test timesteps follow T as the released code derives them (T // 2, T − 1)
         "table4": {f"T{t}": {"noise2map": {"scheduler": {"num_train_timesteps": t}, "val_timestep": t // 2,
                                            "test_timestep": t - 1}} for t in ab["timesteps"]},

@@ -16,6 +16,7 @@
     noise2map fidelity [--config CFG] --output CSV  the preset against the paper text and the released code
     noise2map figures fig4|fig5|fig6 --output BASE --runs RUN_DIR ... [--tiles N] [--timesteps T ...] [--csv CSV]
     noise2map weights fetch [NAME ...] --cache DIR   pretrained checkpoints into the cache
+    noise2map weights export aid-10k --cache DIR --output PT   a released backbone as Noise2Map's pretrained UNet
     noise2map bench efficiency [--models M ...] [--size paper] [--output CSV]
     noise2map bench loader [--workers 0 2] [--batch-size 8] [--output JSON]   tile store vs per-sample GeoTIFF
     noise2map bench train [--size paper] [--variants fp32 bf16 ...] [--device cuda] [--output JSON]
@@ -30,7 +31,7 @@ import logging
 import sys
 from pathlib import Path
 
-from noise2map.errors import Noise2MapError
+from noise2map.errors import ConfigError, Noise2MapError
 
 
 def _config(path: str) -> dict:
@@ -93,7 +94,7 @@ def cmd_data(args) -> None:
 
 
 def cmd_prepare(args) -> None:
-    from noise2map.config import PRETRAIN_DATASETS, prepared_dir, preparation_options, raw_dir
+    from noise2map.config import PRETRAIN_DATASETS, preparation_options, prepared_dir, raw_dir
     from noise2map.data import prepare
 
     config = _config(args.config)
@@ -107,9 +108,8 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from noise2map.training.run import pretrain_run
-
     from noise2map.config import with_pretrain_dataset
+    from noise2map.training.run import pretrain_run
 
     config = with_pretrain_dataset(_config(args.config), args.dataset)
     print(pretrain_run(config, Path(args.output_dir), args.unet, threads=args.threads))
@@ -166,9 +166,8 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_tables(args) -> None:
-    from noise2map.tables import write_selection_delta, write_table1
-
     from noise2map.ablations import TABLES as ABLATION_TABLES
+    from noise2map.tables import write_selection_delta, write_table1
 
     if args.table in ABLATION_TABLES:
         from noise2map.ablations import write_ablation_table
@@ -282,6 +281,12 @@ def _config_default() -> dict:
 def cmd_weights(args) -> None:
     from noise2map import weights
 
+    if args.action == "export":
+        if len(args.names) != 1 or not args.output:
+            raise ConfigError("weights export takes one released backbone and --output")
+        out = weights.export_released_backbone(args.names[0], Path(args.cache), Path(args.output))
+        print(f"released backbone {args.names[0]} → {out}")
+        return
     if args.action == "list":
         lock = weights.read_lock(Path(args.cache))
         for name, ckpt in weights.CHECKPOINTS.items():
@@ -493,9 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, "infer")
     p.set_defaults(func=cmd_bench_infer)
 
-    p = sub.add_parser("weights", help="fetch or list the pretrained checkpoints of the weight cache")
-    p.add_argument("action", choices=["fetch", "list"])
-    p.add_argument("names", nargs="*", help="checkpoint names (default: all)")
+    p = sub.add_parser("weights", help="fetch or list the pretrained checkpoints of the weight cache, or export a "
+                                       "released backbone")
+    p.add_argument("action", choices=["fetch", "list", "export"])
+    p.add_argument("names", nargs="*", help="checkpoint names (default: all); export: one released backbone "
+                                            "(aid-10k, sat2gen, imagenet2gen, ddpm-church)")
+    p.add_argument("--output", help="export: the UNet state dict to write (noise2map_unet.pt)")
     p.add_argument("--cache", default="weights", help="the weight cache directory")
     p.add_argument("--base-url", help="a mirror of the hub (default https://huggingface.co)")
     p.set_defaults(func=cmd_weights)

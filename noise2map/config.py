@@ -64,6 +64,9 @@ def _check_registries(config: dict, source: str) -> None:
         for key in ("val_timestep", "test_timestep"):
             if config[section][key] >= t_max:
                 raise ConfigError(f"{source}: {section}.{key} = {config[section][key]} must be < T = {t_max}")
+    if config["pretrain"].get("source", "pipeline") == "released" and config["model_size"] == "demo":
+        raise ConfigError(f"{source}: the released backbones are paper-size UNets; "
+                          "`pretrain.source: released` needs `model_size: paper`")
     if config["weights"] == "pretrained" and config["model_size"] == "demo":
         raise ConfigError(f"{source}: demo-size models have no pretrained checkpoints; set `weights: none`")
     missing = [f"{d}" for d in config["datasets"] if d not in config["training"]["datasets"]]
@@ -191,6 +194,16 @@ def prepare_settings(config: dict, name: str) -> dict:
     if name in PRETRAIN_DATASETS:
         settings["num_images"] = config["pretrain"]["num_images"]
     return settings
+
+
+def pretrained_unet_path(config: dict, unet: str = "noise2map", dataset: str | None = None) -> str:
+    """The pretrained UNet a run fine-tunes: the pipeline's own pretraining on ``dataset`` (the
+    preset's sample by default), or, with ``pretrain.source: released``, the authors' published
+    backbone (``pretrain.released_backbone``) exported from the weight cache."""
+    pre = config["pretrain"]
+    if unet == "noise2map" and dataset is None and pre.get("source", "pipeline") == "released":
+        return f"{config['results_dir']}/pretrain/released/{pre.get('released_backbone', 'aid-10k')}/noise2map_unet.pt"
+    return f"{config['results_dir']}/pretrain/{dataset or pre['dataset']}/{unet}_unet.pt"
 
 
 def with_pretrain_dataset(config: dict, dataset: str | None) -> dict:

@@ -50,10 +50,12 @@ def verify(path: Path, sha256: str | None = None, md5: str | None = None) -> str
     return got
 
 
-def _fetch_once(url: str, part: Path, timeout: float, progress) -> None:
+def _fetch_once(url: str, part: Path, timeout: float, progress, headers: dict | None = None) -> None:
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     with urllib.request.urlopen(request, timeout=timeout) as response:
+        if headers is not None:
+            headers.update({k.lower(): v for k, v in response.headers.items()})
         if have and response.status != 206:  # the server ignored the range: start over
             have = 0
         total = response.headers.get("Content-Length")
@@ -78,11 +80,13 @@ def _progress(desc: str, quiet: bool):
 
 
 def download(url: str, target: str | os.PathLike, sha256: str | None = None, md5: str | None = None,
-             retries: int = 4, backoff: float = 1.0, timeout: float = 60.0, quiet: bool = False) -> str:
+             retries: int = 4, backoff: float = 1.0, timeout: float = 60.0, quiet: bool = False,
+             headers: dict | None = None) -> str:
     """Download ``url`` to ``target`` (resuming ``target.part``) and verify it.
 
     Returns the file's SHA-256. Raises DownloadError after ``retries`` failed attempts and
-    ChecksumError if the finished file does not match (the bad file is removed).
+    ChecksumError if the finished file does not match (the bad file is removed). ``headers``,
+    if given, receives the last response's headers (lower-case names).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +94,7 @@ def download(url: str, target: str | os.PathLike, sha256: str | None = None, md5
     progress = _progress(target.name, quiet)
     for attempt in range(retries + 1):
         try:
-            _fetch_once(url, part, timeout, progress)
+            _fetch_once(url, part, timeout, progress, headers)
             break
         except (urllib.error.URLError, OSError, DownloadError) as err:
             if isinstance(err, urllib.error.HTTPError) and err.code in (401, 403, 404):

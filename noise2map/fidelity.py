@@ -137,11 +137,13 @@ POINTS: list[Point] = [
     Point("WHU-CD pairs", "pairs with no change removed (959)", "whu_cd.py drops pairs whose mask is all 0 or all 255",
           "preparation.whu_cd_pairs", _get("preparation.whu_cd_pairs", "drop_uniform"), "drop_uniform"),
     Point("Fine-tuned backbone", "AID-pretrained UNet (10k images)",
-          "the published aid-10k UNet (hub ali97/noise2map)", None,
-          suite="the suite's own AID pretraining (released backbones not loadable yet)"),
+          "the published aid-10k UNet (hub ali97/noise2map)", "pretrain.source (+ released_backbone)",
+          lambda c: ("released " + c["pretrain"].get("released_backbone", "aid-10k"))
+          if c["pretrain"].get("source", "pipeline") == "released"
+          else f"pipeline ({c['pretrain']['dataset']} pretraining here)", "released aid-10k"),
     Point("Table III scratch row", "no pretraining (random initialisation)",
-          "pretrained: None builds diffusers' default UNet2DModel config, not the church layout", None,
-          suite="the church layout, randomly initialised (no switch yet)"),
+          "pretrained: None builds diffusers' default UNet2DModel (274M), not the church layout",
+          "ablations.scratch_unet", _get("ablations.scratch_unet", "released"), "released"),
     Point("Resampling around the UNet", "-",
           "img_scale != 256: learnable Upsample(align_corners=True) + 3x3 conv on each side", "tile_size",
           lambda c: "unused (tile = UNet size)" if c["tile_size"] == _unet_field("sample_size")(c)

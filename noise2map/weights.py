@@ -22,6 +22,7 @@ from noise2map.io import write_json
 
 log = logging.getLogger(__name__)
 LOCK = "weights.lock.json"
+REVISIONS = "_revisions"  # lock entry: hub repo → the commit its files were fetched at
 HUB = "https://huggingface.co"
 
 
@@ -46,12 +47,20 @@ class Checkpoint:
     sha256: str | None = None
     manual: str | None = None
 
-    def url(self, base_url: str = HUB) -> str:
+    def url(self, base_url: str = HUB, revision: str | None = None) -> str:
         if self.path is None:
             raise CheckpointError(f"{self.name} has no download address: {self.manual}")
         if "://" in self.path:  # hosted outside the hub; a mirror keeps host and path below its root
             return self.path if base_url == HUB else f"{base_url.rstrip('/')}/{self.path.split('://', 1)[1]}"
-        return f"{base_url.rstrip('/')}/{self.path}"
+        path = self.path.replace("/resolve/main/", f"/resolve/{revision}/", 1) if revision else self.path
+        return f"{base_url.rstrip('/')}/{path}"
+
+    @property
+    def repo(self) -> str | None:
+        """``owner/repo`` of a hub file fetched from ``main`` (pinned at its first fetch)."""
+        if self.path and "://" not in self.path and "/resolve/main/" in self.path:
+            return self.path.split("/resolve/", 1)[0]
+        return None
 
 
 CHECKPOINTS = {c.name: c for c in [
@@ -86,6 +95,31 @@ CHECKPOINTS = {c.name: c for c in [
 ]}
 DDPM_CHURCH = ("ddpm-church-256/config.json", "ddpm-church-256/diffusion_pytorch_model.bin")
 
+# The released code's backbones (noise2map/model.py _WEIGHT_REGISTRY): hub ali97/noise2map, one
+# diffusers UNet folder per pretraining. Saved by diffusers' save_pretrained (safetensors).
+RELEASED_REPO = "ali97/noise2map"
+RELEASED_BACKBONES = {
+    "aid-10k": "AID 10k, from ddpm-church-256 (the released configs' aid_10k: Table I)",
+    "sat2gen": "MAJOR-TOM Sentinel-2 (released key satellite: Table III)",
+    "imagenet2gen": "ImageNet (released key imagenet: Table III)",
+    "ddpm-church": "google/ddpm-church-256 as the release loads it (released key google)",
+}
+RELEASED_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+
+
+def released_backbone_names(backbone: str) -> list[str]:
+    """Cache names of one released backbone's files."""
+    if backbone not in RELEASED_BACKBONES:
+        raise UnknownNameError("released backbone", backbone, RELEASED_BACKBONES)
+    return [f"noise2map-released/{backbone}/{f}" for f in RELEASED_FILES]
+
+
+for _sub, _what in RELEASED_BACKBONES.items():
+    for _file in RELEASED_FILES:
+        _name = f"noise2map-released/{_sub}/{_file}"
+        CHECKPOINTS[_name] = Checkpoint(_name, f"{RELEASED_REPO}/resolve/main/{_sub}/{_file}",
+                                        f"released Noise2Map backbone {_sub}: {_what}")
+
 
 def get_checkpoint(name: str) -> Checkpoint:
     try:
@@ -116,10 +150,18 @@ def fetch(names, cache: str | Path, base_url: str = HUB, quiet: bool = False) ->
             write_json(cache / LOCK, lock)
             continue
         target.unlink(missing_ok=True)
-        digest = download(ckpt.url(base_url), target, sha256=ckpt.sha256 or _recorded_digest(ckpt, lock),
-                          quiet=quiet)
-        lock[name] = {"url": ckpt.url(base_url), "sha256": digest, "bytes": target.stat().st_size,
-                      "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        # A hub repo read from main is pinned at the commit its first file came from (the
+        # X-Repo-Commit header): every later file of it, and every refetch, comes from there.
+        revision = lock.get(REVISIONS, {}).get(ckpt.repo) if ckpt.repo else None
+        url, headers = ckpt.url(base_url, revision), {}
+        digest = download(url, target, sha256=ckpt.sha256 or _recorded_digest(ckpt, lock), quiet=quiet,
+                          headers=headers)
+        if ckpt.repo and not revision and headers.get("x-repo-commit"):
+            revision = headers["x-repo-commit"]
+            lock.setdefault(REVISIONS, {})[ckpt.repo] = revision
+        lock[name] = {"url": url, "sha256": digest, "bytes": target.stat().st_size,
+                      "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      **({"revision": revision} if revision else {})}
         write_json(cache / LOCK, lock)  # after each file, so an interrupted fetch keeps its records
     return lock
 
@@ -198,3 +240,32 @@ def _key_mismatch(module, state: dict) -> tuple[list[str], list[str]]:
     missing = [k for k in own if k not in state or state[k].shape != own[k].shape]
     unexpected = [k for k in state if k not in own]
     return missing, unexpected
+
+
+def export_released_backbone(backbone: str, cache: str | Path, output: str | Path, unet: dict | None = None) -> Path:
+    """The released backbone's UNet as the state dict Noise2Map fine-tunes from (the same file
+    the pipeline's own pretraining writes), after checking its config is the church layout
+    (``unet``: overrides of it, for tests at a small size)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from noise2map.io import atomic_path, sha256
+    from noise2map.models.noise2map import build_unet, check_unet_folder
+
+    config_path, weights_path = (resolve(n, cache) for n in released_backbone_names(backbone))
+    check_unet_folder(config_path.parent, unet)
+    state = load_file(str(weights_path), device="cpu")
+    unet = build_unet(unet)
+    missing, unexpected = sorted(set(unet.state_dict()) - set(state)), sorted(set(state) - set(unet.state_dict()))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights_path} does not fit the ddpm-church-256 UNet: {len(missing)} keys missing "
+                              f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    unet.load_state_dict(state)
+    output = Path(output)
+    with atomic_path(output) as tmp:
+        torch.save(unet.state_dict(), tmp)
+    lock = read_lock(Path(cache))
+    write_json(output.with_suffix(".json"), {
+        "source": f"{RELEASED_REPO}/{backbone}", "revision": lock.get(REVISIONS, {}).get(RELEASED_REPO),
+        "files": {p.name: sha256(p) for p in (config_path, weights_path)}})
+    return output

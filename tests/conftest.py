@@ -29,6 +29,7 @@ class FileServer:
         self.files: dict[str, bytes] = {}
         self.cut: dict[str, int] = {}
         self.requests: list[tuple[str, str | None]] = []
+        self.headers: dict[str, dict[str, str]] = {}  # extra response headers per path
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,6 +51,8 @@ class FileServer:
                 else:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body) - start))
+                for name, value in server.headers.get(path, {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 if path in server.cut:
                     self.wfile.write(body[start:start + server.cut.pop(path)])
@@ -108,3 +111,15 @@ def adam_losses():
 def file_server():
     with FileServer() as server:
         yield server
+
+
+def whu_cd_demo_store(root):
+    """The demo config pointed at ``root``, with a prepared synthetic WHU-CD store in it."""
+    from noise2map.config import load_config, prepared_dir
+    from noise2map.data import generate, prepare
+
+    config = load_config(Path(__file__).resolve().parent.parent / "workflow/config/demo.yaml")
+    config.update(data_dir=str(root / "data"), results_dir=str(root / "results"), datasets=["whu"])
+    generate("whu-cd", root / "data" / "raw", seed=0)
+    prepare("whu-cd", root / "data" / "raw", prepared_dir(config, "whu", "cd"), config["tile_size"])
+    return config

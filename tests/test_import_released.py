@@ -8,16 +8,15 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from conftest import whu_cd_demo_store
 from torch import nn
 
-from noise2map.config import load_config, prepared_dir
-from noise2map.data import TileDataset, generate, prepare
+from noise2map.config import prepared_dir
+from noise2map.data import TileDataset
 from noise2map.errors import CheckpointError
 from noise2map.metrics import tile_counts
 from noise2map.models.noise2map import church_config
 from noise2map.training.released import import_released, released_state_dict
-
-DEMO = "workflow/config/demo.yaml"
 
 
 class Released(nn.Module):
@@ -40,10 +39,7 @@ class Released(nn.Module):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("released")
-    config = load_config(DEMO)
-    config.update(data_dir=str(root / "data"), results_dir=str(root / "results"), datasets=["whu"])
-    generate("whu-cd", root / "data" / "raw", seed=0)
-    prepare("whu-cd", root / "data" / "raw", prepared_dir(config, "whu", "cd"), config["tile_size"])
+    config = whu_cd_demo_store(root)
     torch.manual_seed(3)
     model = Released(6).eval()
     ckpt = root / "best_model_epoch_37.pth"

@@ -185,14 +185,9 @@ def test_an_unknown_switch_value_is_refused():
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def store_config(tmp_path_factory):
-    from noise2map.data import generate, prepare
+    from conftest import whu_cd_demo_store
 
-    root = tmp_path_factory.mktemp("released_loop")
-    config = load_config(DEMO)
-    config.update(data_dir=str(root / "data"), results_dir=str(root / "results"), datasets=["whu"])
-    generate("whu-cd", root / "data" / "raw", seed=0)
-    prepare("whu-cd", root / "data" / "raw", prepared_dir(config, "whu", "cd"), config["tile_size"])
-    return config
+    return whu_cd_demo_store(tmp_path_factory.mktemp("released_loop"))
 
 
 @pytest.mark.parametrize("schedule,validated", [("released", [0, 5]), ("lightning", [4])])

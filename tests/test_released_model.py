@@ -116,3 +116,25 @@ def test_a_unet_folder_with_another_architecture_is_refused(tmp_path):
         check_unet_folder(tmp_path)
     with pytest.raises(CheckpointError, match="has no config"):
         check_unet_folder(tmp_path / "missing")
+
+
+def test_table3_scratch_row_builds_what_the_released_code_builds_for_pretrained_none():
+    from diffusers import UNet2DModel
+
+    from noise2map.ablations import ablation_config, variants
+    from noise2map.config import load_config
+    from noise2map.models.noise2map import DIFFUSERS_DEFAULT_UNET
+
+    # the pinned dict is UNet2DModel()'s own defaults (released: UNet2DModelFlex() for pretrained=None)
+    defaults = UNet2DModel().config
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items() if k in DIFFUSERS_DEFAULT_UNET} \
+        == DIFFUSERS_DEFAULT_UNET
+    paper = load_config("workflow/config/paper.yaml")
+    assert variants(paper)["table3"]["scratch"] == {"noise2map": {"unet": DIFFUSERS_DEFAULT_UNET}}
+    config = ablation_config(paper, "table3", "scratch")
+    model = Noise2Map("cd", unet=config["noise2map"]["unet"])
+    assert sum(p.numel() for p in model.unet.parameters()) == 274_056_163
+    with torch.no_grad():  # no sample size: any tile size, no resampling around the UNet
+        assert model(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+    church = load_config("workflow/config/demo.yaml")  # demo: the church layout at demo size
+    assert variants(church)["table3"]["scratch"] == {}

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from noise2map.config import load_config, prepared_dir
+from noise2map.config import prepared_dir
 from noise2map.data import generate, prepare
 from noise2map.keyed_random import keyed_normal, keyed_randint, sample_keys
 from noise2map.training.seeding import GlobalBatchSampler, ResumableLoader, shard
@@ -135,12 +135,10 @@ def test_resume_on_another_device_warns_and_a_bad_record_is_named(tmp_path, torc
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """19 train / 6 val / 5 test WHU-CD pairs: an uneven last batch and an odd test split."""
+    from conftest import whu_cd_demo_store
+
     root = tmp_path_factory.mktemp("scaleout")
-    config = load_config(DEMO)
-    config.update(data_dir=str(root / "data"), results_dir=str(root / "results"), datasets=["whu"])
-    generate("whu-cd", root / "data" / "raw", seed=0)
-    prepare("whu-cd", root / "data" / "raw", prepared_dir(config, "whu", "cd"), config["tile_size"])
-    return root, config
+    return root, whu_cd_demo_store(root)
 
 
 def _write_config(config: dict, path: Path, **training) -> Path:

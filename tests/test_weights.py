@@ -128,3 +128,56 @@ def test_rs3mamba_loads_vmamba_tiny_as_the_official_code(tmp_path):
     for key, value in source.items():
         if not key.startswith("patch_embed"):
             assert torch.equal(model.vssm_encoder.state_dict()[key], value), key
+
+
+def test_released_backbone_is_pinned_at_its_first_commit_and_exported(file_server, tmp_path):
+    """ali97/noise2map's aid-10k folder, served as the hub serves it: config.json from main
+    (X-Repo-Commit names the commit), the weights from that commit only, then exported as the
+    UNet state dict Noise2Map fine-tunes from."""
+    from safetensors.torch import save_file
+
+    from baselines.noise2map_models import DEMO_UNET
+    from noise2map.models.noise2map import CHURCH_CONFIG, build_unet
+    from noise2map.weights import RELEASED_REPO, export_released_backbone, released_backbone_names
+
+    config_name, weights_name = released_backbone_names("aid-10k")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    torch.manual_seed(4)
+    unet = build_unet(DEMO_UNET)  # the test's size; the hub's is the 113.7M church UNet
+    saved = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(saved))
+    config = {**json.loads(CHURCH_CONFIG.read_text()), **DEMO_UNET, "_class_name": "UNet2DModelFlex",
+              "use_timestep": True}
+    file_server.files[CHECKPOINTS[config_name].path] = json.dumps(config).encode()
+    file_server.headers[CHECKPOINTS[config_name].path] = {"X-Repo-Commit": commit}
+    file_server.files[f"{RELEASED_REPO}/resolve/{commit}/aid-10k/diffusion_pytorch_model.safetensors"] = \
+        saved.read_bytes()
+    cache = tmp_path / "cache"
+    lock = fetch([config_name, weights_name], cache, base_url=file_server.url, quiet=True)
+    assert lock["_revisions"] == {RELEASED_REPO: commit}
+    assert lock[weights_name]["revision"] == commit and f"/resolve/{commit}/" in lock[weights_name]["url"]
+    out = export_released_backbone("aid-10k", cache, tmp_path / "released" / "noise2map_unet.pt", DEMO_UNET)
+    exported = torch.load(out, weights_only=True)
+    assert exported.keys() == unet.state_dict().keys()
+    assert all(torch.equal(exported[k], v) for k, v in unet.state_dict().items())
+    assert json.loads(out.with_suffix(".json").read_text())["revision"] == commit
+    # a cached file edited after its fetch is refused (its recorded SHA-256 no longer matches)
+    (cache / config_name).write_text(json.dumps({**config, "attention_head_dim": 8}))
+    with pytest.raises(ChecksumError, match="does not match its recorded SHA-256"):
+        export_released_backbone("aid-10k", cache, tmp_path / "x.pt", DEMO_UNET)
+
+
+def test_released_source_is_what_noise2map_runs_fine_tune(tmp_path):
+    from noise2map.config import deep_merge, load_config, pretrained_unet_path, validate_config
+
+    paper = load_config("workflow/config/paper.yaml")
+    assert pretrained_unet_path(paper) == "results/pretrain/aid/noise2map_unet.pt"
+    released = deep_merge(paper, {"pretrain": {"source": "released", "released_backbone": "sat2gen"}})
+    assert pretrained_unet_path(released) == "results/pretrain/released/sat2gen/noise2map_unet.pt"
+    assert pretrained_unet_path(released, "sr3") == "results/pretrain/aid/sr3_unet.pt"  # DDPM-CD keeps its own
+    assert pretrained_unet_path(released, dataset="imagenet") == "results/pretrain/imagenet/noise2map_unet.pt"
+    demo = deep_merge(load_config("workflow/config/demo.yaml"), {"pretrain": {"source": "released"}})
+    from noise2map.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="released backbones are paper-size"):
+        validate_config(demo)

@@ -34,13 +34,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import logging
+import re
 import warnings
 from datetime import date
 from pathlib import Path
 from typing import Callable
-
 
 import numpy as np
 import rasterio

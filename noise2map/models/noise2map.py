@@ -30,6 +30,18 @@ def church_config() -> dict:
 DDPM_CHURCH_256 = church_config()
 
 
+# diffusers' UNet2DModel() defaults (unchanged from 0.27 to 0.42): what the released code builds
+# for `pretrained: None`, Table III's scratch row (274,056,163 parameters, not the church layout).
+DIFFUSERS_DEFAULT_UNET = {
+    "sample_size": None, "in_channels": 3, "out_channels": 3, "center_input_sample": False,
+    "time_embedding_type": "positional", "freq_shift": 0, "flip_sin_to_cos": True,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+    "block_out_channels": [224, 448, 672, 896], "layers_per_block": 2, "mid_block_scale_factor": 1,
+    "downsample_padding": 1, "act_fn": "silu", "attention_head_dim": 8, "norm_num_groups": 32, "norm_eps": 1e-5,
+}
+
+
 def build_unet(config: dict | None = None):
     """The denoising UNet: ``UNet2DModel.from_config`` of the ddpm-church-256 config, with
     ``config`` overriding some of its fields (the demo preset shrinks it)."""
@@ -115,8 +127,8 @@ class Noise2Map(nn.Module):
     def denoise(self, x_t: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Logits [B, classes, H, W] from the noised input [B, 3|6, H, W]."""
         h = self.input_conv(x_t)
-        size = self.unet.config.sample_size
-        resample = h.shape[-1] != size or h.shape[-2] != size
+        size = self.unet.config.sample_size  # None (diffusers' default UNet): any size, no resampling
+        resample = size is not None and (h.shape[-1] != size or h.shape[-2] != size)
         # Tiles of another size than the UNet's (neither preset has them) are resized bilinearly
         # around it. The release instead learns its resampling (Upsample with align_corners=True
         # plus a 3x3 conv on each side): a difference listed in the fidelity table.

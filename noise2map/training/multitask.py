@@ -173,6 +173,7 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
     """
     from noise2map.config import prepared_dir, task_settings, validate_config
     from noise2map.errors import ConfigError
+    from noise2map.training.execution import pin_execution
     from noise2map.training.run import (
         _discard_stale_checkpoints,
         _eval_loader,
@@ -187,7 +188,6 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
         selection_splits,
         write_run_config,
     )
-    from noise2map.training.execution import pin_execution
     from noise2map.training.seeding import ResumableEpochs
 
     validate_config(config)

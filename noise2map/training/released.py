@@ -48,9 +48,9 @@ def released_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def import_released(checkpoint: Path, config: dict, task: str, dataset: str, run: Path, seed: int = 0) -> dict:
     """Make ``run`` a run folder of the released checkpoint and score it; returns metrics."""
+    from noise2map.config import task_settings, validate_config
     from noise2map.training.run import evaluate_run, model_options, write_run_config
     from noise2map.training.tasks import DiscriminativeTask
-    from noise2map.config import task_settings, validate_config
 
     validate_config(config)
     checkpoint, run = Path(checkpoint), Path(run)

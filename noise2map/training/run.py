@@ -20,8 +20,16 @@ import torch
 import yaml
 
 from noise2map import __version__
-from noise2map.config import (DATASET_NAMES, evaluation_split, model_weight_names, prepared_dir, pretrain_init_names,
-                              result_config, task_settings, validate_config)
+from noise2map.config import (
+    DATASET_NAMES,
+    evaluation_split,
+    model_weight_names,
+    prepared_dir,
+    pretrain_init_names,
+    result_config,
+    task_settings,
+    validate_config,
+)
 from noise2map.errors import CheckpointError, ConfigError
 from noise2map.io import atomic_path, write_json, write_text
 from noise2map.metrics import COUNTS, scores_from_counts

@@ -12,6 +12,7 @@ from noise2map.config import (
     pretrain_settings,
     job_threads,
     prepared_manifest,
+    pretrained_unet_path,
     rule_resources,
     run_settings,
     store_base,
@@ -21,7 +22,7 @@ from noise2map.ablations import TABLES as ABLATION_TABLES
 from noise2map.ablations import ablation_config, lambdas_of, pretraining
 from noise2map.ablations import run_paths as ablation_run_paths
 from noise2map.ablations import table_runs as ablation_table_runs
-from noise2map.weights import CHECKPOINTS
+from noise2map.weights import CHECKPOINTS, RELEASED_BACKBONES, released_backbone_names
 from noise2map.data import RAW_DIR_OF
 from noise2map.fidelity import fidelity_settings
 
@@ -52,6 +53,7 @@ wildcard_constraints:
     store=f"({_alternatives(RAW_DIR_OF)})(\\+[a-z0-9_]+)*",
     raw=_alternatives(set(RAW_DIR_OF.values())),
     checkpoint=_alternatives(CHECKPOINTS),
+    backbone=_alternatives(RELEASED_BACKBONES),
     unet="noise2map|sr3",
     pretrain="|".join(PRETRAIN_DATASETS),
     table="|".join(ABLATION_TABLES),
@@ -86,4 +88,7 @@ def ablation_settings(config, table, variant, task):
 def ablation_pretrained(wildcards):
     """The pretrained UNet an ablation run fine-tunes (none for Table III's scratch row)."""
     dataset = pretraining(config, wildcards.table, wildcards.variant)
-    return {"pretrained": f"{RESULTS}/pretrain/{dataset}/noise2map_unet.pt"} if dataset else {}
+    if not dataset:
+        return {}
+    # Table III names its sample; every other variant fine-tunes what Table I's Noise2Map does
+    return {"pretrained": pretrained_unet_path(config, dataset=dataset if wildcards.table == "table3" else None)}

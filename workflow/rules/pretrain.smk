@@ -27,3 +27,17 @@ rule pretrain_unet:
     shell:
         "noise2map pretrain --config {RESOLVED_CONFIG} --unet {wildcards.unet} --dataset {wildcards.pretrain}"
         " --output-dir $(dirname {output.unet}) > {log} 2>&1"
+
+
+# pretrain.source: released — the authors' published backbone instead of our pretraining.
+rule export_released_backbone:
+    input:
+        lambda wc: [f"{WEIGHTS}/{name}" for name in released_backbone_names(wc.backbone)],
+    output:
+        unet=f"{RESULTS}/pretrain/released/{{backbone}}/noise2map_unet.pt",
+    log:
+        f"logs/{config['preset']}/export_released_backbone/{{backbone}}.log",
+    message:
+        "Exporting the released {wildcards.backbone} backbone (hub ali97/noise2map) as Noise2Map's pretrained UNet"
+    shell:
+        "noise2map weights export {wildcards.backbone} --cache {WEIGHTS} --output {output.unet} > {log} 2>&1"

@@ -7,7 +7,7 @@ def pretrained_inputs(wildcards):
     inputs = {"weights": [f"{WEIGHTS}/{name}" for name in model_weight_names(config, wildcards.model)]}
     unet = MODELS[wildcards.model].pretrained_unet
     if unet:
-        inputs["pretrained"] = f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/{unet}_unet.pt"
+        inputs["pretrained"] = pretrained_unet_path(config, unet)
     return inputs
 
 
@@ -87,7 +87,7 @@ rule train_ablation:
 # The multi-task table: one shared UNet trained for SS and CD at once, per (λ_CD, λ_SS).
 rule train_multitask:
     input:
-        pretrained=f"{RESULTS}/pretrain/{config['pretrain']['dataset']}/noise2map_unet.pt",
+        pretrained=pretrained_unet_path(config),
         ss=prepared_manifest(config, config["ablations"]["dataset"], "ss"),
         cd=prepared_manifest(config, config["ablations"]["dataset"], "cd"),
     output:
