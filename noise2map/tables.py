@@ -118,8 +118,9 @@ def _selection_note(table: pd.DataFrame) -> list[str]:
         note.append("Scores computed on — " + "; ".join(f"{d}: {split}" for d, split in scored.items()) + ".")
         same = [d for d in scored.index if d in chosen.index and scored[d] == chosen[d]]
         if same:
-            note.append(f"{', '.join(same)}: scored on the split that also selected the checkpoint (the released "
-                        "evaluate.py's choice); the `corrected` preset scores SpaceNet7 on its test regions.")
+            note.append(f"{', '.join(same)}: scored on the split that also selected the checkpoint, as the released "
+                        "code does; the `corrected` preset selects on a carve of train and scores SpaceNet7 on its "
+                        "test regions.")
     if (chosen == "test").any():
         note.append("Selecting on the test split is what the released code does and what produced the paper's "
                     "numbers; it leaks test information. `selection: val` selects on 10 % of the training split "

@@ -84,3 +84,17 @@ def test_table1_notes_say_which_split_selected_the_checkpoints(tmp_path):
     write_table1([_metrics(tmp_path, "a", "released", "test", (40, 10, 10, 40))], tmp_path / "t.csv")
     md = (tmp_path / "t.md").read_text()
     assert "Checkpoints selected on (best validation loss) — WHU: test." in md and "leaks test" in md
+
+
+def test_table1_says_which_split_scored_each_data_set(tmp_path):
+    rows = []
+    for name, dataset, scored in (("a", "SpaceNet7", "val"), ("b", "WHU", "test")):
+        path = _metrics(tmp_path, name, "released", "val" if dataset == "SpaceNet7" else "test", (40, 10, 10, 40),
+                        dataset=dataset)
+        path.write_text(json.dumps({**json.loads(path.read_text()), "evaluated_on": scored}))
+        rows.append(path)
+    table = write_table1(rows, tmp_path / "t.csv")
+    assert dict(zip(table["dataset"], table["evaluated_on"])) == {"SpaceNet7": "val", "WHU": "test"}
+    md = (tmp_path / "t.md").read_text()
+    assert "Scores computed on — SpaceNet7: val; WHU: test." in md
+    assert "SpaceNet7, WHU: scored on the split that also selected the checkpoint" in md
