@@ -318,6 +318,11 @@ def cmd_rank(args) -> None:
         ranks.to_csv(sys.stdout, index=False)
 
 
+def _add_threads(p) -> None:
+    p.add_argument("--threads", type=int, help="CPU threads of a new run (default: training.num_threads); "
+                   "a resumed run keeps the count it started with")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="noise2map", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -364,8 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Noise2Map's UNet or DDPM-CD's SR3 UNet")
     p.add_argument("--dataset", choices=["aid", "imagenet", "majortom"],
                    help="pretraining sample (default: the config's pretrain.dataset; Table III uses all three)")
-    p.add_argument("--threads", type=int, help="CPU threads of a new run (default: training.num_threads); "
-                   "a resumed run keeps the count it started with")
+    _add_threads(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("train", help="train one model on one data set and evaluate it on test")
@@ -378,8 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="default: <results_dir>/runs/<task>/<dataset>/<model>/seed<k>")
     p.add_argument("--selection", choices=["released", "val"], help="checkpoint selection (default: the config's)")
     p.add_argument("--ablation", metavar="TABLE/VARIANT", help="an ablation variant, e.g. table4/T500 (noise2map.ablations)")
-    p.add_argument("--threads", type=int, help="CPU threads of a new run (default: training.num_threads); "
-                   "a resumed run keeps the count it started with")
+    _add_threads(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("train-multitask", help="multi-task ablation: one shared UNet with SS and CD heads")
@@ -388,8 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pretrained", help="pretrained UNet (.pt) to fine-tune")
     p.add_argument("--run-dir", required=True, help="writes ss/ and cd/ (metrics.json, tile_counts.csv) inside")
-    p.add_argument("--threads", type=int, help="CPU threads of a new run (default: training.num_threads); "
-                   "a resumed run keeps the count it started with")
+    _add_threads(p)
     p.set_defaults(func=cmd_train_multitask)
 
     p = sub.add_parser("import-released", help="a best_model_epoch_<E>.pth of the released train.py → a run folder")

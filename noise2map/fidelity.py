@@ -167,15 +167,19 @@ POINTS: list[Point] = [
 ]
 
 
+def _preset_value(point: Point, config: dict) -> str:
+    return _fmt(point.value(config)) if point.value else point.suite
+
+
 def fidelity_settings(config: dict) -> dict:
     """What the table reads from a config (the rule's params: a preset edit rewrites it)."""
-    return {str(n): (_fmt(p.value(config)) if p.value else p.suite) for n, p in enumerate(POINTS, 1)}
+    return {str(n): _preset_value(p, config) for n, p in enumerate(POINTS, 1)}
 
 
 def fidelity_table(config: dict) -> pd.DataFrame:
     rows = []
     for number, point in enumerate(POINTS, 1):
-        value = _fmt(point.value(config)) if point.value else point.suite
+        value = _preset_value(point, config)
         released = _fmt(point.released) if point.key else ""
         rows.append({"point": number, "topic": point.topic, "paper_text": point.paper_text,
                      "released_code": point.released_code, "preset_value": value, "released_value": released,

@@ -256,7 +256,7 @@ def export_released_backbone(backbone: str, cache: str | Path, output: str | Pat
     check_unet_folder(config_path.parent, unet)
     state = load_file(str(weights_path), device="cpu")
     unet = build_unet(unet)
-    missing, unexpected = sorted(set(unet.state_dict()) - set(state)), sorted(set(state) - set(unet.state_dict()))
+    missing, unexpected = _key_mismatch(unet, state)
     if missing or unexpected:
         raise CheckpointError(f"{weights_path} does not fit the ddpm-church-256 UNet: {len(missing)} keys missing "
                               f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")

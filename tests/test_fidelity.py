@@ -13,7 +13,7 @@ def _rows(config) -> pd.DataFrame:
     return fidelity_table(config).set_index("topic")
 
 
-def test_paper_preset_matches_the_release_on_every_switch():
+def test_paper_preset_matches_the_release_on_every_switch(monkeypatch):
     table = _rows(load_config(PAPER))
     switched = table[table["config_key"] != "(no switch)"]
     # but one: the suite pretrains its own UNet (the mission); pretrain.source: released is the authors'
@@ -21,7 +21,12 @@ def test_paper_preset_matches_the_release_on_every_switch():
     released = _rows(deep_merge(load_config(PAPER), {"pretrain": {"source": "released"}}))
     assert released["matches_release"].sum() == len(released) - (table["config_key"] == "(no switch)").sum()
     # what cannot be switched yet is listed, and never counted as matching
-    unswitched = table[table["config_key"] == "(no switch)"]
+    from noise2map import fidelity
+
+    monkeypatch.setattr(fidelity, "POINTS", [*POINTS, fidelity.Point("Unswitched", "-", "-", None, suite="ours")])
+    unswitched = _rows(load_config(PAPER))
+    unswitched = unswitched[unswitched["config_key"] == "(no switch)"]
+    assert list(unswitched.index) == ["Unswitched"] and unswitched.loc["Unswitched", "preset_value"] == "ours"
     assert not unswitched["matches_release"].any()
     assert len(table) == len(POINTS) and table.index.is_unique
 

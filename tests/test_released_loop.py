@@ -66,12 +66,12 @@ def _module(accumulation: str, model: str = "noise2map-cd") -> DiscriminativeTas
 
 def _fit(module: DiscriminativeTask, samples: list[dict], accumulation: str):
     """One epoch through the run's own loader and Trainer settings (batch 2, k = 2)."""
-    from noise2map.training.run import released_keep_every, trainer_accumulation
+    from noise2map.training.schedule import accumulation_plan
     from noise2map.training.seeding import GlobalBatchSampler, ResumableLoader
 
-    train = {"accumulation": accumulation, "grad_accumulation": 2}
-    sampler = GlobalBatchSampler(len(samples), 2, seed=5, keep_every=released_keep_every(train))
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", accumulate_grad_batches=trainer_accumulation(train),
+    accumulate, keep_every = accumulation_plan({"accumulation": accumulation, "grad_accumulation": 2})
+    sampler = GlobalBatchSampler(len(samples), 2, seed=5, keep_every=keep_every)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", accumulate_grad_batches=accumulate,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
     trainer.fit(module, ResumableLoader(samples, batch_sampler=sampler))
@@ -212,6 +212,7 @@ def test_a_run_is_scored_on_the_evaluation_split(store_config, tmp_path):
     config["training"]["datasets"]["whu"]["cd"].update(max_epochs=1)
     metrics = train_run(config, "cd", "whu", "fc-siam-conc", 0, tmp_path / "run")
     val = TileDataset(prepared_dir(config, "whu", "cd"), "val")
+    assert len(val) > 0
     assert metrics["evaluated_on"] == "val" and metrics["num_test_tiles"] == len(val)
     counts = pd.read_csv(tmp_path / "run" / "tile_counts.csv")
     assert list(counts["tile_id"]) == list(val.tile_ids)

@@ -578,7 +578,9 @@ def _sn7_usable(raw: Path, aoi: str, d: date, img_path: Path, metadata: dict | N
             return False, "not in metadata_train.json"
         if entry.get("mask"):
             return False, "mask: true in metadata_train.json"
-        return bool(entry.get("label")), "label: false in metadata_train.json"
+        if not entry.get("label"):
+            return False, "label: false in metadata_train.json"
+        return True, ""
     udm = raw / "train" / aoi / "UDM_masks"
     if udm.is_dir() and any(p.name.startswith(img_path.stem) for p in udm.iterdir()):
         return False, "has a UDM_masks file"

@@ -6,6 +6,7 @@ conv (3 or 6 channels → 3) and a 3×3 output conv (3 → classes): 113.7M para
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -22,12 +23,12 @@ from noise2map.models.noising import TaskNoising
 CHURCH_CONFIG = Path(__file__).with_name("ddpm_church_256.json")
 
 
+DDPM_CHURCH_256 = {k: v for k, v in json.loads(CHURCH_CONFIG.read_text()).items() if not k.startswith("_")}
+
+
 def church_config() -> dict:
-    """The ddpm-church-256 UNet config as published (``_``-prefixed metadata dropped)."""
-    return {k: v for k, v in json.loads(CHURCH_CONFIG.read_text()).items() if not k.startswith("_")}
-
-
-DDPM_CHURCH_256 = church_config()
+    """The ddpm-church-256 UNet config as published (``_``-prefixed metadata dropped); a copy."""
+    return copy.deepcopy(DDPM_CHURCH_256)
 
 
 # diffusers' UNet2DModel() defaults (unchanged from 0.27 to 0.42): what the released code builds

@@ -76,8 +76,7 @@ class MultiTaskTask(_DeviceScaling, L.LightningModule):
 
     def __init__(self, model_size: str = "paper", model_options: dict | None = None, class_weights: dict | None = None,
                  lambda_cd: float = 1.0, lambda_ss: float = 1.0, optimizer: str = "adam", lr: float = 1e-4,
-                 val_timestep: int = 500, test_timestep: int = 999, accumulation: str = "sum",
-                 accumulate_every: int = 1):
+                 val_timestep: int = 500, test_timestep: int = 999):
         super().__init__()
         from baselines.noise2map_models import unet_config
 
@@ -183,11 +182,11 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
         _train_loader,
         execution_fields,
         model_options,
-        released_keep_every,
         selection_checkpoints,
         selection_splits,
         write_run_config,
     )
+    from noise2map.training.schedule import accumulation_plan
     from noise2map.training.seeding import ResumableEpochs
 
     validate_config(config)
@@ -212,8 +211,7 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
     train = config["training"]
     module = MultiTaskTask(config["model_size"], options, {t: settings[t]["class_weights"] for t in TASKS},
                            lambda_cd, lambda_ss, train["optimizer"], train["lr"],
-                           config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"],
-                           accumulation=train.get("accumulation", "sum"), accumulate_every=train["grad_accumulation"])
+                           config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"])
     if pretrained_unet is not None:
         module.model.load_pretrained_unet(_load_state(pretrained_unet))
 
@@ -225,7 +223,7 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
                            [best_ckpt, last_ckpt, resumable],
                            val_every=min(s["val_every_n_epochs"] for s in settings.values()))
     train_loader = _train_loader(PairedTasks(*(splits[t][0] for t in TASKS)), batch, workers, seed, trainer,
-                                 released_keep_every(train))
+                                 accumulation_plan(train)[1])
     resumable.sampler = train_loader.batch_sampler
     val_loaders = [_eval_loader(splits[t][1], settings[t]["batch_size"], workers, trainer) for t in TASKS]
     trainer.fit(module, train_loader, val_loaders, ckpt_path=last if last.exists() else None)

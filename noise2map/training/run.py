@@ -34,6 +34,7 @@ from noise2map.errors import CheckpointError, ConfigError
 from noise2map.io import atomic_path, write_json, write_text
 from noise2map.metrics import COUNTS, scores_from_counts
 from noise2map.training.execution import apply_recorded_threads, pin_execution
+from noise2map.training.schedule import accumulation_plan
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def _trainer(config: dict, run: Path, max_epochs: int = 1, callbacks=(), devices
 def _fit_trainer(config: dict, run: Path, max_epochs: int, callbacks=(), log_name="train_log",
                  val_every: int | None = None, **kwargs):
     """A fitting Trainer: validation at the epochs ``training.val_schedule`` names, every
-    ``val_every`` epochs; accumulation as :func:`trainer_accumulation`."""
+    ``val_every`` epochs; accumulation as :func:`~noise2map.training.schedule.accumulation_plan`."""
     from lightning.pytorch.loggers import CSVLogger
 
     from noise2map.training.schedule import ValidationSchedule
@@ -113,18 +114,8 @@ def _fit_trainer(config: dict, run: Path, max_epochs: int, callbacks=(), log_nam
     train = config["training"]
     schedule = ValidationSchedule(val_every or train.get("val_every_n_epochs", 1), train.get("val_schedule", "released"))
     return _trainer(config, run, max_epochs, [*callbacks, schedule], max_steps=train.get("max_steps", -1),
-                    accumulate_grad_batches=trainer_accumulation(train),
+                    accumulate_grad_batches=accumulation_plan(train)[0],
                     logger=CSVLogger(run, name=log_name, version=""), log_every_n_steps=1, **kwargs)
-
-
-def trainer_accumulation(train: dict) -> int:
-    """Batches the Trainer sums per step: ``grad_accumulation`` (``sum``), or 1 (``released``:
-    the loader yields only the batches the released loop backpropagates)."""
-    return 1 if train.get("accumulation", "sum") == "released" else train["grad_accumulation"]
-
-
-def released_keep_every(train: dict) -> int:
-    return train["grad_accumulation"] if train.get("accumulation", "sum") == "released" else 1
 
 
 def _train_loader(dataset, global_batch: int, workers: int, seed: int, trainer, keep_every: int = 1):
@@ -223,7 +214,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
     trainer = _fit_trainer(config, run, settings["max_epochs"], [best_ckpt, last_ckpt, resumable],
                            val_every=settings["val_every_n_epochs"], find_unused=not model_key.startswith("noise2map"))
-    train_loader = _train_loader(train_set, settings["batch_size"], workers, seed, trainer, released_keep_every(train))
+    train_loader = _train_loader(train_set, settings["batch_size"], workers, seed, trainer, accumulation_plan(train)[1])
     resumable.sampler = train_loader.batch_sampler
     val_loader = _eval_loader(val_set, settings["batch_size"], workers, trainer)
     trainer.fit(module, train_loader, val_loader, ckpt_path=last if last.exists() else None)

@@ -39,6 +39,15 @@ def keeps_batch(position: int, every: int, accumulation: str) -> bool:
     return accumulation == "sum" or (position + 1) % every == 0
 
 
+def accumulation_plan(train: dict) -> tuple[int, int]:
+    """(batches the Trainer sums per step, every how many batches the loader yields one) of a
+    ``training`` block: ``sum`` → (grad_accumulation, 1); ``released`` → (1, grad_accumulation),
+    the loader yielding only the batches the released loop backpropagates."""
+    accumulation, k = train.get("accumulation", "sum"), train["grad_accumulation"]
+    keeps_batch(0, k, accumulation)  # checks the name
+    return (k, 1) if accumulation == "sum" else (1, k)
+
+
 class ValidationSchedule(L.Callback):
     """Validates at the epochs :func:`validation_due` names.
 

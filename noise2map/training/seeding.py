@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from noise2map.keyed_random import epoch_seed
+from noise2map.training.schedule import keeps_batch
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
         # others' losses: training on every k-th batch alone is the same run, without their
         # wasted forward passes (they move no weight; a BatchNorm model's running statistics
         # would have seen them in the release).
-        return batches[self.keep_every - 1::self.keep_every]
+        return [b for i, b in enumerate(batches) if keeps_batch(i, self.keep_every, "released")]
 
     def __iter__(self):
         for batch in self.global_batches()[self.skip:]:
