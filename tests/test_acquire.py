@@ -398,3 +398,45 @@ def test_a_plain_file_source_is_placed_not_extracted(file_server, tmp_path):
     assert manifest["archives"][0]["bytes"] == len(shard) == manifest["bytes"]
     assert acq.read_lock(dl)["part_00001.parquet"]["sha256"] == _sha(shard)
     assert not acq.SOURCES["majortom"].in_workflow
+
+
+@pytest.mark.parametrize("data_filter", [True, False])
+def test_tar_members_leaving_the_folder_are_refused(tmp_path, monkeypatch, data_filter):
+    """Python's "data" filter where the Python has it, the same checks where it predates it."""
+    import io
+    import tarfile
+
+    from noise2map.data import extract as ex
+    from noise2map.errors import DataFormatError
+
+    if data_filter and not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python has no tarfile data filter")
+    monkeypatch.setattr(ex, "HAS_DATA_FILTER", data_filter)
+
+    def tar(path, members):
+        with tarfile.open(path, "w") as tf:
+            for info, body in members:
+                tf.addfile(info, io.BytesIO(body) if body is not None else None)
+        return path
+
+    def file(name, body=b"x"):
+        info = tarfile.TarInfo(name)
+        info.size = len(body)
+        return info, body
+
+    def link(name, target):
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = tarfile.SYMTYPE, target
+        return info, None
+
+    good = tar(tmp_path / "good.tar", [file("a/b.txt"), link("a/c.txt", "b.txt")])
+    assert ex.extract(good, tmp_path / "out") == 2 and (tmp_path / "out/a/b.txt").read_bytes() == b"x"
+    for name, members in (("dots", [file("../evil.txt")]), ("link", [link("a/l", "../../etc/passwd")]),
+                          ("abslink", [link("a/l", "/etc/passwd")])):
+        with pytest.raises(DataFormatError, match="is not a readable tar archive"):
+            ex.extract(tar(tmp_path / f"{name}.tar", members), tmp_path / name)
+    assert not (tmp_path / "evil.txt").exists()
+    # an absolute name lands inside the folder, its leading slash stripped
+    absolute = tmp_path / "abs" / "evil.txt"
+    ex.extract(tar(tmp_path / "abs.tar", [file(str(absolute))]), tmp_path / "out2")
+    assert not absolute.exists() and (tmp_path / "out2" / str(absolute).lstrip("/")).is_file()

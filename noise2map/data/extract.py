@@ -6,8 +6,9 @@ tree is renamed into place in one ``os.rename``: a killed extraction leaves only
 staging folder (removed by the next run), never a half tree that looks complete.
 
 Members are checked as they are written: tar members go through Python's ``"data"`` filter
-(no absolute paths, no ``..``, no links leaving the folder, no device files); zip member
-names are sanitised by :mod:`zipfile`.
+(no absolute paths, no ``..``, no links leaving the folder, no device files), or, on the
+Pythons that predate it (3.10 < 3.10.12, 3.11 < 3.11.4: Debian 12's 3.11.2 among them), through
+the same checks here; zip member names are sanitised by :mod:`zipfile`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from ..errors import DataFormatError
 
 STAGING = ".{name}.extracting-{pid}"
+HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
 
 
 def archive_kind(path: Path) -> str:
@@ -45,9 +47,35 @@ def _head(path: Path, n: int = 60) -> str:
 def _extract_member(archive, member, dest: Path) -> None:
     """Write one member (one seam, so tests can interrupt an extraction half-way)."""
     if isinstance(archive, tarfile.TarFile):
-        archive.extract(member, dest, filter="data")
+        if HAS_DATA_FILTER:
+            archive.extract(member, dest, filter="data")
+        else:
+            archive.extract(_checked_member(member, dest), dest)
     else:
         archive.extract(member, dest)
+
+
+def _checked_member(member: tarfile.TarInfo, dest: Path) -> tarfile.TarInfo:
+    """The "data" filter's rules: leading slashes stripped; names or link targets outside
+    ``dest``, absolute link targets, device and FIFO members refused; permissions reduced to
+    rwx for the user, r-x for others."""
+    root = Path(dest).resolve()
+
+    def inside(path: Path) -> bool:
+        return path.resolve() == root or root in path.resolve().parents
+
+    member.name = member.name.lstrip("/" + os.sep)
+    target = root / member.name
+    if not inside(target):
+        raise tarfile.TarError(f"member {member.name!r} would be written outside the extraction folder")
+    if member.issym() or member.islnk():
+        link = (target.parent if member.issym() else root) / member.linkname
+        if os.path.isabs(member.linkname) or not inside(link):
+            raise tarfile.TarError(f"member {member.name!r} links to {member.linkname!r}, outside the folder")
+    if member.isdev():
+        raise tarfile.TarError(f"member {member.name!r} is a device or FIFO, not data")
+    member.mode &= 0o755
+    return member
 
 
 def extract(path: Path, dest: Path) -> int:
