@@ -9,8 +9,10 @@ Table V's preset scheduler, the multi-task table's single-task rows) shares one 
 both tasks: ``ablations/multitask/<variant>/seed<k>/<task>/``.
 
 Tables: II (diffusion formulation, plus the released code's SS noise against the paper
-text's), III (pretraining data), IV (T), V (scheduler), multi-task (λ_CD, λ_SS). Each is
-written beside the paper's numbers (results/paper/paper_ablations.csv).
+text's), III (pretraining data; with ``ablations.released_backbones`` also the authors'
+published backbones beside our pretraining on the same sample), IV (T), V (scheduler),
+multi-task (λ_CD, λ_SS). Each is written beside the paper's numbers
+(results/paper/paper_ablations.csv).
 """
 
 from __future__ import annotations
@@ -35,13 +37,20 @@ TABLES = {
 BASE = ("base", "preset")  # the run every no-op variant shares
 _SCHEDULER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "pndm": "PNDM", "heun": "Heun"}
 _PRETRAIN_NAMES = {"aid": "AID 10k", "imagenet": "ImageNet 10k", "majortom": "MAJOR-TOM Sentinel-2 10k"}
+# Table III's released rows: variant → (hub backbone, the pipeline sample the paper row names).
+# The paper's rows were fine-tuned from these backbones, so each is read against that row.
+RELEASED_TABLE3 = {"releasedaid10k": ("aid-10k", "aid"), "releasedsat2gen": ("sat2gen", "majortom"),
+                   "releasedimagenet2gen": ("imagenet2gen", "imagenet"), "releasedddpmchurch": ("ddpm-church", None)}
+RELEASED_SUFFIX = " (released backbone)"
 _SS_NOISE_NAMES = {"image": "the image itself (released code)", "gaussian": "Gaussian (paper text)"}
 _NOTES = {
     "table2": "Without diffusion: the same UNet without its timestep embedding, trained on the clean "
               "inputs (the released code's `use_timestep=False`). The SS-noise row, which the paper lacks, "
               "trains SS with the other SS noise than the preset's.",
     "table3": "Each pretraining sample has `pretrain.num_images` images ({num_images} here; 10k in the "
-              "paper); scratch fine-tunes a randomly initialised UNet.",
+              "paper); scratch fine-tunes a randomly initialised UNet. A row marked (released backbone) "
+              "fine-tunes the authors' published UNet (hub ali97/noise2map) and is read against the paper's "
+              "row of the same sample, which that backbone produced.",
     "table4": "Validation and test timesteps follow T as the released code derives them (T // 2, T − 1).",
     "table5": "The four schedulers define the same ᾱ_t for the same βs; what differs is `add_noise` "
               "(Heun: x + σ_t·n). DDIM, DDPM and PNDM runs are therefore identical for one seed.",
@@ -82,7 +91,9 @@ def variants(config: dict) -> dict[str, dict[str, dict]]:
     return {
         "table2": {"diffusion": {}, "nodiffusion": {"noise2map": {"diffusion": False}},
                    f"ss{other_noise}": {"noise2map": {"ss_noise": other_noise}}},
-        "table3": {"scratch": _scratch(config), **{d: {"pretrain": {"dataset": d}} for d in PRETRAIN_DATASETS}},
+        "table3": {"scratch": _scratch(config), **{d: {"pretrain": {"dataset": d}} for d in PRETRAIN_DATASETS},
+                   **{v: {} for v, (backbone, _) in RELEASED_TABLE3.items()
+                      if backbone in ab.get("released_backbones", [])}},
         # val/test timesteps follow T as the released code derives them (T // 2, T − 1)
         "table4": {f"T{t}": {"noise2map": {"scheduler": {"num_train_timesteps": t}, "val_timestep": t // 2,
                                            "test_timestep": t - 1}} for t in ab["timesteps"]},
@@ -96,10 +107,26 @@ def is_multitask(table: str, variant: str) -> bool:
 
 
 def pretraining(config: dict, table: str, variant: str) -> str | None:
-    """The sample the variant's UNet was pretrained on (None: trained from scratch)."""
+    """What the variant's UNet was pretrained on: a pipeline sample ("aid"), a released
+    backbone ("released:aid-10k"), or None (trained from scratch)."""
+    if table == "table3" and variant in RELEASED_TABLE3:
+        return f"released:{RELEASED_TABLE3[variant][0]}"
     if table == "table3":
         return None if variant == "scratch" else variant
-    return config["pretrain"]["dataset"]
+    pre = config["pretrain"]
+    return f"released:{pre.get('released_backbone', 'aid-10k')}" if pre.get("source") == "released" else pre["dataset"]
+
+
+def pretrained_unet(config: dict, table: str, variant: str) -> str | None:
+    """Path of the pretrained UNet the variant fine-tunes (None: from scratch)."""
+    from noise2map.config import pretrained_unet_path, released_unet_path
+
+    source = pretraining(config, table, variant)
+    if source is None:
+        return None
+    if source.startswith("released:"):
+        return released_unet_path(config, source.split(":", 1)[1])
+    return pretrained_unet_path(config, dataset=source)
 
 
 def variant_tasks(config: dict, table: str, variant: str) -> list[str]:
@@ -114,6 +141,9 @@ def paper_setting(table: str, variant: str) -> str:
         return {"diffusion": "with diffusion",
                 "nodiffusion": "without diffusion (no noising, no timestep embedding)"}.get(
             variant, f"with diffusion, SS noise: {_SS_NOISE_NAMES.get(variant[2:], variant[2:])}")
+    if table == "table3" and variant in RELEASED_TABLE3:
+        backbone, sample = RELEASED_TABLE3[variant]
+        return f"pretraining: {_PRETRAIN_NAMES[sample] if sample else 'ddpm-church-256 only'}{RELEASED_SUFFIX}"
     if table == "table3":
         return "pretraining: none (scratch)" if variant == "scratch" else f"pretraining: {_PRETRAIN_NAMES[variant]}"
     if table == "table4":
@@ -154,7 +184,7 @@ def run_of(config: dict, table: str, variant: str) -> tuple[str, str]:
     if is_multitask(table, variant):
         return table, variant
     same = (ablation_config(config, table, variant) == ablation_config(config, *BASE)
-            and pretraining(config, table, variant) == config["pretrain"]["dataset"])
+            and pretraining(config, table, variant) == pretraining(config, *BASE))
     return BASE if same else (table, variant)
 
 
@@ -191,7 +221,9 @@ def build_ablation_table(table: str, metrics: pd.DataFrame, variant_of: list[str
     out.insert(0, "setting", [paper_setting(table, v) for v in out["variant"]])
     out.insert(0, "table", TABLES[table][0])
     paper = pd.read_csv(paper_csv).set_index(["table", "setting", "task"])["f1"] if Path(paper_csv).is_file() else {}
-    out["paper_f1"] = [paper.get((TABLES[table][0], s, t)) for s, t in zip(out["setting"], out["task"])]
+    # a released-backbone row is read against the paper's row of its sample
+    out["paper_f1"] = [paper.get((TABLES[table][0], s.removesuffix(RELEASED_SUFFIX), t))
+                       for s, t in zip(out["setting"], out["task"])]
     out["delta_f1"] = out["f1"] - out["paper_f1"].astype(float)
     return out
 

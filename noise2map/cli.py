@@ -7,7 +7,7 @@
     noise2map data status [--config CFG]       per data set: present / verified / prepared / to do
     noise2map prepare NAME --config CFG        raw layout → tile store
     noise2map pretrain --config CFG --output-dir DIR
-    noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT]
+    noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT] [--variant TEXT]
     noise2map train-multitask --config CFG --variant cd0p7ss1p3 --seed S --run-dir DIR [--pretrained PT]
     noise2map import-released CKPT --task T --dataset D [--config CFG] [--seed S] [--run-dir DIR]
                                                a released train.py checkpoint → a scored run folder
@@ -128,7 +128,8 @@ def cmd_train(args) -> None:
         config = ablation_config(config, *args.ablation.split("/", 1))
     run = Path(args.run_dir) if args.run_dir else run_dir(config, args.task, args.dataset, args.model, args.seed)
     metrics = train_run(config, args.task, args.dataset, args.model, args.seed, run,
-                        Path(args.pretrained) if args.pretrained else None, threads=args.threads)
+                        Path(args.pretrained) if args.pretrained else None, threads=args.threads,
+                        variant=args.variant)
     if metrics is not None:  # rank 0 of a multi-device run
         print(f"{metrics['model']} on {metrics['dataset']}: F1 {metrics['f1']:.2f}, IoU {metrics['iou']:.2f} → {run}")
 
@@ -382,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="default: <results_dir>/runs/<task>/<dataset>/<model>/seed<k>")
     p.add_argument("--selection", choices=["released", "val"], help="checkpoint selection (default: the config's)")
     p.add_argument("--ablation", metavar="TABLE/VARIANT", help="an ablation variant, e.g. table4/T500 (noise2map.ablations)")
+    p.add_argument("--variant", metavar="TEXT",
+                   help='a Table I row beside the model\'s, out of the rank, e.g. "released aid-10k backbone"')
     _add_threads(p)
     p.set_defaults(func=cmd_train)
 

@@ -64,9 +64,15 @@ def _check_registries(config: dict, source: str) -> None:
         for key in ("val_timestep", "test_timestep"):
             if config[section][key] >= t_max:
                 raise ConfigError(f"{source}: {section}.{key} = {config[section][key]} must be < T = {t_max}")
-    if config["pretrain"].get("source", "pipeline") == "released" and config["model_size"] == "demo":
-        raise ConfigError(f"{source}: the released backbones are paper-size UNets; "
-                          "`pretrain.source: released` needs `model_size: paper`")
+    if config["model_size"] == "demo":
+        released = [key for key, on in (
+            ("pretrain.source: released", config["pretrain"].get("source", "pipeline") == "released"),
+            ("pretrain.released_row: true", config["pretrain"].get("released_row", False)),
+            ("ablations.released_backbones", bool(config["ablations"].get("released_backbones"))),
+        ) if on]
+        if released:
+            raise ConfigError(f"{source}: the released backbones are paper-size UNets; "
+                              f"`{released[0]}` needs `model_size: paper`")
     if config["weights"] == "pretrained" and config["model_size"] == "demo":
         raise ConfigError(f"{source}: demo-size models have no pretrained checkpoints; set `weights: none`")
     missing = [f"{d}" for d in config["datasets"] if d not in config["training"]["datasets"]]
@@ -202,8 +208,22 @@ def pretrained_unet_path(config: dict, unet: str = "noise2map", dataset: str | N
     backbone (``pretrain.released_backbone``) exported from the weight cache."""
     pre = config["pretrain"]
     if unet == "noise2map" and dataset is None and pre.get("source", "pipeline") == "released":
-        return f"{config['results_dir']}/pretrain/released/{pre.get('released_backbone', 'aid-10k')}/noise2map_unet.pt"
+        return released_unet_path(config, pre.get("released_backbone", "aid-10k"))
     return f"{config['results_dir']}/pretrain/{dataset or pre['dataset']}/{unet}_unet.pt"
+
+
+def released_unet_path(config: dict, backbone: str) -> str:
+    """A released backbone exported as Noise2Map's UNet (rule export_released_backbone)."""
+    return f"{config['results_dir']}/pretrain/released/{backbone}/noise2map_unet.pt"
+
+
+def released_backbone_row(config: dict) -> str | None:
+    """The backbone of Table I's "Noise2Map (released <backbone> backbone)" rows, run beside
+    ours (``pretrain.released_row``), or None: off, or the preset already fine-tunes it."""
+    pre = config["pretrain"]
+    if not pre.get("released_row", False) or pre.get("source", "pipeline") == "released":
+        return None
+    return pre.get("released_backbone", "aid-10k")
 
 
 def with_pretrain_dataset(config: dict, dataset: str | None) -> dict:

@@ -54,8 +54,10 @@ def load_tile_counts(metrics: pd.DataFrame, run_dirs: list[Path]) -> dict[tuple,
     return runs
 
 
-def bootstrap(runs: dict[tuple, np.ndarray], resamples: int = 1000, seed: int = 0) -> dict:
-    """Replicates of every cell's seed-mean F1/IoU and of every model's rank.
+def bootstrap(runs: dict[tuple, np.ndarray], resamples: int = 1000, seed: int = 0,
+              ranked: set[tuple] | None = None) -> dict:
+    """Replicates of every cell's seed-mean F1/IoU and of every model's rank (among the
+    ``ranked`` (task, model) pairs only, where given: variant rows have no place in it).
 
     Returns ``{"cells": {(task, model, dataset): (f1 [B], iou [B])}, "ranks": {(task, model):
     rank [B]}}``.
@@ -77,7 +79,8 @@ def bootstrap(runs: dict[tuple, np.ndarray], resamples: int = 1000, seed: int = 
         pick = rng.integers(0, len(per_seed), size=(resamples, len(per_seed)))
         rows = np.arange(resamples)[:, None]
         replicates[(task, model, dataset)] = (f1[rows, pick].mean(1), iou[rows, pick].mean(1))
-    return {"cells": replicates, "ranks": _replicate_ranks(replicates, resamples)}
+    in_rank = {k: v for k, v in replicates.items() if ranked is None or k[:2] in ranked}
+    return {"cells": replicates, "ranks": _replicate_ranks(in_rank, resamples)}
 
 
 def _replicate_ranks(cells: dict, resamples: int) -> dict:
@@ -114,7 +117,9 @@ def cell_intervals(table: pd.DataFrame, boot: dict, paper: pd.DataFrame | None =
     out["degenerate"] = out["recall_pos_min"] < DEGENERATE_RECALL_POS
     if paper is not None:
         ref = paper.set_index(KEYS)
-        keyed = out.set_index(KEYS).index
+        # a variant row (released backbone, released checkpoint) is read against its model's row
+        paper_model = dict(zip(table["model"], table["paper_model"])) if "paper_model" in table else {}
+        keyed = [(t, paper_model.get(m, m), d) for t, m, d in out[KEYS].to_numpy()]
         out["paper_f1"] = [ref["f1"].get(k, np.nan) for k in keyed]
         out["paper_recall"] = [ref["recall"].get(k, np.nan) for k in keyed]
         out["paper_in_ci"] = (out["paper_f1"] >= out["f1_ci_low"]) & (out["paper_f1"] <= out["f1_ci_high"])
@@ -132,7 +137,8 @@ def rank_stability(ranks: pd.DataFrame, boot: dict) -> pd.DataFrame:
         rows.append({"task": r.task, "model": r.model, "rank": r.rank, "median_rank": float(np.median(rep)),
                      "rank_ci_low": float(np.percentile(rep, 2.5)), "rank_ci_high": float(np.percentile(rep, 97.5)),
                      "p_rank1": float((rep == 1).mean())})
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=["task", "model", "rank", "median_rank", "rank_ci_low", "rank_ci_high",
+                                      "p_rank1"])
     taus = {}
     for task, block in out.groupby("task"):
         if len(block) < 2:

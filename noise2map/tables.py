@@ -19,8 +19,8 @@ from noise2map.metrics import COUNTS, METRICS, scores_from_counts
 from noise2map.rank import rank_models
 
 TABLE1_COLUMNS = ["task", "model", "params_m", "dataset", *METRICS, "rank", "seed", "preset", *COUNTS,
-                  *(f"{m}_pos" for m in METRICS), "model_key", "paper_params_m", "num_test_tiles", "selected_on",
-                  "evaluated_on"]
+                  *(f"{m}_pos" for m in METRICS), "model_key", "paper_model", "variant", "ranked", "rank_all", "paper_params_m",
+                  "num_test_tiles", "selected_on", "evaluated_on"]
 PAPER_TABLE1 = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper_table1.csv"
 TASK_ORDER = {"ss": 0, "cd": 1}
 
@@ -36,7 +36,7 @@ def collect_metrics(paths) -> pd.DataFrame:
         missing = [c for c in ("task", "model", "dataset", "seed", *COUNTS) if c not in row]
         if missing:
             raise DataFormatError(f"{path} lacks {', '.join(missing)}: not a metrics.json of a run")
-        rows.append(row)
+        rows.append({"paper_model": row["model"], "variant": None, "ranked": True, **row})
     if not rows:
         raise DataFormatError("no metrics.json given: nothing to tabulate")
     return pd.DataFrame(rows)
@@ -49,12 +49,24 @@ def seed_means(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_table1(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The long Table I: scores recomputed from the counts, rank from the seed means."""
+    """The long Table I: scores recomputed from the counts, rank from the seed means.
+
+    ``rank`` is the paper's: among the ranked models only. A variant row (``ranked: false``,
+    e.g. Noise2Map with the released backbone, or an imported released checkpoint) has no
+    ``rank``; ``rank_all`` ranks every row together, so the variant's place is shown too.
+    """
     scores = metrics.apply(lambda r: pd.Series(scores_from_counts(*(r[c] for c in COUNTS))), axis=1)
     table = metrics.drop(columns=[c for c in scores.columns if c in metrics.columns]).join(scores)
-    ranks = rank_models(seed_means(table))
-    table = table.merge(ranks[["task", "model", "rank"]], on=["task", "model"])
-    table = table.sort_values(["task", "rank", "model", "dataset", "seed"],
+    table["ranked"] = table["ranked"].astype(bool)
+    means = seed_means(table)
+    ranked_models = set(map(tuple, table.loc[table["ranked"], ["task", "model"]].to_numpy()))
+    in_rank = [(t, m) in ranked_models for t, m in zip(means["task"], means["model"])]
+    ranks = rank_models(means[in_rank]) if any(in_rank) else pd.DataFrame(columns=["task", "model", "rank"])
+    ranks_all = rank_models(means).rename(columns={"rank": "rank_all"})
+    table = table.merge(ranks_all[["task", "model", "rank_all"]], on=["task", "model"])
+    table = table.merge(ranks[["task", "model", "rank"]], on=["task", "model"], how="left")
+    table["rank"] = table["rank"].astype("Int64")  # empty for variant rows
+    table = table.sort_values(["task", "rank_all", "model", "dataset", "seed"],
                               key=lambda s: s.map(TASK_ORDER) if s.name == "task" else s, kind="mergesort")
     return table.reindex(columns=TABLE1_COLUMNS).reset_index(drop=True)
 
@@ -70,8 +82,8 @@ def table1_markdown(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> s
 
     Each cell reads ``ours (paper, ours − paper)``; scores are class means in percent.
     """
-    means = seed_means(table).merge(table.groupby(["task", "model"])[["params_m", "rank"]].first().reset_index(),
-                                    on=["task", "model"])
+    firsts = table.groupby(["task", "model"])[["params_m", "rank", "rank_all", "paper_model", "ranked"]].first()
+    means = seed_means(table).merge(firsts.reset_index(), on=["task", "model"])
     paper_idx = paper.set_index(["task", "model", "dataset"]).sort_index() if paper is not None else None
     datasets = list(dict.fromkeys(table["dataset"]))
     n_seeds = table.groupby(["task", "model", "dataset"]).size().max()
@@ -84,10 +96,11 @@ def table1_markdown(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> s
         head = ["Model", "Params (M)"] + [f"{d} {m}" for d in datasets for m in ("P", "R", "F1", "IoU")] + ["Rank"]
         lines += [f"## {'Semantic segmentation' if task == 'ss' else 'Change detection'}", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        block = means[means["task"] == task].sort_values("rank", kind="mergesort")
+        block = means[means["task"] == task].sort_values("rank_all", kind="mergesort")
         for model, rows in block.groupby("model", sort=False):
             first = rows.iloc[0]
-            paper_params = _paper_value(paper_idx, task, model, None, "params_m")
+            paper_name = first["paper_model"]  # a variant row is read against its model's paper row
+            paper_params = _paper_value(paper_idx, task, paper_name, None, "params_m")
             cells = [model, f"{first['params_m']:.1f} / {paper_params:.1f}" if paper_params else f"{first['params_m']:.1f}"]
             for dataset in datasets:
                 row = rows[rows["dataset"] == dataset]
@@ -95,12 +108,16 @@ def table1_markdown(table: pd.DataFrame, paper: pd.DataFrame | None = None) -> s
                     if row.empty:
                         cells.append("–")
                     else:
-                        cells.append(_cell(row[metric].iloc[0], _paper_value(paper_idx, task, model, dataset, metric)))
-            paper_rank = _paper_value(paper_idx, task, model, None, "rank")
-            cells.append(f"{int(first['rank'])}" + (f" ({int(paper_rank)})" if paper_rank else ""))
+                        cells.append(_cell(row[metric].iloc[0],
+                                           _paper_value(paper_idx, task, paper_name, dataset, metric)))
+            cells.append(_rank_cell(first, _paper_value(paper_idx, task, paper_name, None, "rank")))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Ranks: ours among the models run here (paper's rank among all 16 of its Table I).")
+    if not means["ranked"].all():
+        lines.append("A row with a variant in brackets (the released backbone or checkpoint) is read against its "
+                     "model's paper row and kept out of the rank; its cell gives the place it would take among "
+                     "all rows (`all: k`), as does a ranked row's where the variants change it.")
     lines.extend(_selection_note(table))
     return "\n".join(lines) + "\n"
 
@@ -126,6 +143,16 @@ def _selection_note(table: pd.DataFrame) -> list[str]:
                     "numbers; it leaks test information. `selection: val` selects on 10 % of the training split "
                     "instead (see selection_delta.csv).")
     return note
+
+
+def _rank_cell(first, paper_rank) -> str:
+    """``rank (paper rank)``; with variant rows present also the place among all rows."""
+    if not first["ranked"]:
+        return f"– (all: {int(first['rank_all'])})"
+    notes = [f"{int(paper_rank)}"] if paper_rank else []
+    if first["rank_all"] != first["rank"]:
+        notes.append(f"all: {int(first['rank_all'])}")
+    return f"{int(first['rank'])}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _paper_value(paper_idx, task, model, dataset, column):
@@ -167,9 +194,11 @@ def write_table1(metric_paths, csv_path: Path, md_path: Path | None = None, pape
 def _write_intervals(metrics, run_dirs, table, paper, out_dir: Path, resamples: int, seed: int) -> str:
     from noise2map.intervals import bootstrap, cell_intervals, load_tile_counts, rank_stability
 
-    boot = bootstrap(load_tile_counts(metrics, run_dirs), resamples, seed)
+    ranked = table[table["ranked"]]  # variant rows have intervals, but no place in the paper's rank
+    boot = bootstrap(load_tile_counts(metrics, run_dirs), resamples, seed, set(zip(ranked["task"], ranked["model"])))
     cells = cell_intervals(table, boot, paper)
-    ranks = rank_stability(table.groupby(["task", "model"], sort=False)["rank"].first().reset_index(), boot)
+    point = ranked.groupby(["task", "model"], sort=False)["rank"].first().astype(int).reset_index()
+    ranks = rank_stability(point, boot)
     for name, frame in (("table1_intervals.csv", cells), ("rank_stability.csv", ranks)):
         with atomic_path(out_dir / name) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.4f")

@@ -43,8 +43,12 @@ def test_every_variant_has_the_papers_row(paper):
                           ("multitask", "MT")):
         settings = set(rows[rows.table == number].setting)
         ours = {paper_setting(table, v) for v in variants(paper)[table]}
-        # Table II's extra row (the SS noise of the paper text) is the only one the paper lacks
-        assert ours - settings == ({"with diffusion, SS noise: Gaussian (paper text)"} if table == "table2" else set())
+        # Table II's extra row (the SS noise of the paper text) and Table III's released backbones
+        # (each read against the paper's row of its sample) are the rows the paper lacks
+        extra = {"table2": {"with diffusion, SS noise: Gaussian (paper text)"},
+                 "table3": {f"pretraining: {s} (released backbone)" for s in
+                            ("AID 10k", "ImageNet 10k", "MAJOR-TOM Sentinel-2 10k", "ddpm-church-256 only")}}
+        assert ours - settings == extra.get(table, set())
         assert settings <= ours
     assert len(run_paths(paper, "results", "table5")) == 4 * 2 * len(paper["seeds"])
 
@@ -56,6 +60,7 @@ def test_variants_equal_to_the_preset_share_one_base_run(paper):
                          ("multitask", "single")}
     assert run_of(paper, "table3", "scratch") == ("table3", "scratch")  # same config, no pretraining
     assert pretraining(paper, "table3", "scratch") is None and pretraining(paper, "table3", "majortom") == "majortom"
+    assert run_of(paper, "table3", "releasedaid10k") == ("table3", "releasedaid10k")  # same config, other UNet
     assert ablation_config(paper, "table3", "imagenet")["pretrain"]["dataset"] == "imagenet"
     runs = dict(table_runs(paper, "r", "table2"))
     assert [v for v, _ in table_runs(paper, "r", "table2")] == ["diffusion", "diffusion", "nodiffusion",
@@ -154,3 +159,30 @@ def test_rows_from_the_shared_base_run_and_degenerate_flags(tmp_path):
     assert "| without diffusion (no noising, no timestep embedding) | " in md and " ⚠ (78.72" in md
     with pytest.raises(ValueError, match="1 variant names for 2"):
         write_ablation_table("table2", [base, plain], tmp_path / "x.csv", variant_of=["diffusion"])
+
+
+def test_table3_released_rows_fine_tune_the_published_backbones(paper):
+    from noise2map.ablations import build_ablation_table, pretrained_unet
+    from noise2map.config import deep_merge
+
+    assert pretrained_unet(paper, "table3", "releasedsat2gen") == "results/pretrain/released/sat2gen/noise2map_unet.pt"
+    assert pretrained_unet(paper, "table3", "majortom") == "results/pretrain/majortom/noise2map_unet.pt"
+    assert pretrained_unet(paper, "table3", "scratch") is None
+    assert pretrained_unet(paper, "table2", "nodiffusion") == "results/pretrain/aid/noise2map_unet.pt"
+    # with source: released the base run fine-tunes the release, so Table III's AID row (ours)
+    # no longer shares it, and the released AID row does
+    released = deep_merge(paper, {"pretrain": {"source": "released"}})
+    assert run_of(released, "table3", "aid") == ("table3", "aid")
+    assert run_of(released, "table3", "releasedaid10k") == BASE
+    assert pretrained_unet(released, "table4", "T500") == "results/pretrain/released/aid-10k/noise2map_unet.pt"
+    # only the listed backbones get rows
+    some = deep_merge(paper, {"ablations": {"released_backbones": ["imagenet2gen"]}})
+    assert [v for v in variants(some)["table3"] if v.startswith("released")] == ["releasedimagenet2gen"]
+    # each released row is read against the paper's row of its sample
+    metrics = pd.DataFrame({"task": ["ss", "ss"], "seed": [0, 0], "f1": [80.0, 90.0], "iou": [70.0, 80.0],
+                            "recall_pos": [50.0, 60.0]})
+    rows = build_ablation_table("table3", metrics, ["releasedimagenet2gen", "releasedddpmchurch"])
+    assert rows["setting"].tolist() == ["pretraining: ImageNet 10k (released backbone)",
+                                        "pretraining: ddpm-church-256 only (released backbone)"]
+    assert rows["paper_f1"].iloc[0] == pytest.approx(82.11) and pd.isna(rows["paper_f1"].iloc[1])
+    assert rows["delta_f1"].iloc[0] == pytest.approx(80.0 - 82.11)

@@ -104,3 +104,54 @@ def test_table1_rejects_a_file_that_is_no_run_metrics(tmp_path):
     bad.write_text(json.dumps({"task": "ss"}))
     with pytest.raises(DataFormatError, match="m.json"):
         write_table1([bad], tmp_path / "t.csv")
+
+
+def _write_scored_run(root, model_key, model, tiles, variant=None):
+    """A run folder with per-tile counts (for the intervals) and its metrics.json."""
+    run = root / model_key / (variant or "own") / "seed0"
+    run.mkdir(parents=True)
+    counts = pd.DataFrame(tiles, columns=["tp", "fp", "fn", "tn"])
+    counts.insert(0, "tile_id", [f"t{i}" for i in range(len(tiles))])
+    counts.to_csv(run / "tile_counts.csv", index=False)
+    tp, fp, fn, tn = (int(counts[c].sum()) for c in ("tp", "fp", "fn", "tn"))
+    row = {"task": "ss", "model": f"{model} ({variant})" if variant else model, "model_key": model_key,
+           "paper_model": model, "variant": variant, "ranked": variant is None, "dataset": "WHU", "seed": 0,
+           "preset": "test", "params_m": 1.0, "paper_params_m": 2.0, "num_test_tiles": len(tiles),
+           "tp": tp, "fp": fp, "fn": fn, "tn": tn, **scores_from_counts(tp, fp, fn, tn)}
+    (run / "metrics.json").write_text(json.dumps(row))
+    return run / "metrics.json"
+
+
+def test_a_variant_row_stands_beside_its_model_out_of_the_rank(tmp_path):
+    # F1 order: released-backbone variant > UNet > Noise2Map (ours)
+    paths = [
+        _write_scored_run(tmp_path, "unet", "UNet", [(30, 10, 20, 40), (20, 5, 5, 70)]),
+        _write_scored_run(tmp_path, "noise2map-ss", "Noise2Map-SS", [(10, 30, 40, 20), (5, 20, 20, 55)]),
+        _write_scored_run(tmp_path, "noise2map-ss", "Noise2Map-SS", [(45, 5, 5, 45), (25, 1, 1, 73)],
+                          variant="released aid-10k backbone"),
+    ]
+    table = write_table1(paths, tmp_path / "table1.csv", resamples=20)
+    by_model = table.set_index("model")
+    variant = "Noise2Map-SS (released aid-10k backbone)"
+    # the paper's rank is over the ranked models only; rank_all places every row
+    assert by_model.loc["UNet", "rank"] == 1 and by_model.loc["Noise2Map-SS", "rank"] == 2
+    assert pd.isna(by_model.loc[variant, "rank"]) and not by_model.loc[variant, "ranked"]
+    assert by_model[["rank_all"]].to_dict()["rank_all"] == {variant: 1, "UNet": 2, "Noise2Map-SS": 3}
+    on_disk = pd.read_csv(tmp_path / "table1.csv").set_index("model")
+    assert on_disk.loc["UNet", "rank"] == 1 and pd.isna(on_disk.loc[variant, "rank"])
+    md = (tmp_path / "table1.md").read_text()
+    paper = pd.read_csv(PAPER_TABLE1).set_index(["task", "model", "dataset"])
+    paper_f1 = paper.loc[("ss", "Noise2Map-SS", "WHU"), "f1"]
+    variant_line = next(line for line in md.splitlines() if line.startswith(f"| {variant} |"))
+    # read against Noise2Map-SS's paper row, placed among all rows, out of the rank
+    assert f"({paper_f1:.2f}, " in variant_line and variant_line.endswith("| – (all: 1) |")
+    ours_line = next(line for line in md.splitlines() if line.startswith("| Noise2Map-SS |"))
+    paper_rank = int(paper.loc[("ss", "Noise2Map-SS", "WHU"), "rank"])
+    assert ours_line.endswith(f"| 2 ({paper_rank}; all: 3) |")
+    # intervals for all three rows, rank stability among the two ranked models only
+    cells = pd.read_csv(tmp_path / "table1_intervals.csv")
+    assert sorted(cells["model"]) == sorted(["UNet", "Noise2Map-SS", variant])
+    assert cells.set_index("model").loc[variant, "paper_f1"] == pytest.approx(paper_f1)
+    ranks = pd.read_csv(tmp_path / "rank_stability.csv")
+    assert sorted(ranks["model"]) == ["Noise2Map-SS", "UNet"]
+    assert ranks["rank_ci_high"].max() <= 2

@@ -144,6 +144,16 @@ def _eval_loader(dataset, batch_size: int, workers: int, trainer):
                                        num_workers=workers, pin_memory=torch.cuda.is_available())
 
 
+def variant_fields(model_key: str, variant: str | None) -> dict:
+    """Run fields of a variant row ("Noise2Map-SS (released aid-10k backbone)"): it is tabulated
+    beside the model's own row and kept out of the paper's rank (``ranked: false``)."""
+    if not variant:
+        return {}
+    from baselines import get_model_spec
+
+    return {"variant": variant, "display_name": f"{get_model_spec(model_key).name} ({variant})"}
+
+
 def write_run_config(config: dict, run: Path, write: bool = True, **run_fields) -> dict:
     """The run's resolved config: the preset plus what this run is, version and commit."""
     resolved = {**config, "run": {**run_fields, "noise2map_version": __version__, "git_commit": _git_commit()}}
@@ -165,13 +175,14 @@ def _rank() -> int:
 
 
 def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, run: Path,
-              pretrained_unet: Path | None = None, threads: int | None = None) -> dict:
+              pretrained_unet: Path | None = None, threads: int | None = None, variant: str | None = None) -> dict:
     """Train one model, keep its best-by-validation checkpoint, then evaluate it on test.
 
     On N devices every process runs this function (the Trainer re-launches the command);
     only rank 0 writes the run folder's files. ``threads``: CPU threads of a new run (default
     ``training.num_threads``); a resumed run keeps the count it started with
-    (:mod:`noise2map.training.execution`).
+    (:mod:`noise2map.training.execution`). ``variant``: a Table I row beside the model's own,
+    out of the paper's rank, e.g. "released aid-10k backbone" (:func:`variant_fields`).
     """
     import lightning as L
 
@@ -182,7 +193,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     fields = {"task": task, "dataset": dataset, "model": model_key, "seed": seed,
-              "pretrained_unet": str(pretrained_unet) if pretrained_unet else None}
+              "pretrained_unet": str(pretrained_unet) if pretrained_unet else None, **variant_fields(model_key, variant)}
     if _rank() == 0:
         _discard_stale_checkpoints(run, config, fields)
     ckpt_dir = run / "checkpoints"
@@ -365,6 +376,7 @@ def _write_metrics(run: Path, config: dict, module, counts: pd.DataFrame, checkp
     totals = {c: int(counts[c].sum()) for c in COUNTS}
     metrics = {
         "task": spec.task, "model": fields.get("display_name") or spec.name, "model_key": spec.key,
+        "paper_model": spec.name, "variant": fields.get("variant"), "ranked": not fields.get("variant"),
         "dataset": DATASET_NAMES[fields.get("dataset") or _dataset_from_run(run)],
         "seed": fields.get("seed"), "preset": config["preset"], "model_size": config["model_size"],
         "params_m": round(sum(p.numel() for p in module.model.parameters()) / 1e6, 3),

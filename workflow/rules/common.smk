@@ -13,13 +13,15 @@ from noise2map.config import (
     job_threads,
     prepared_manifest,
     pretrained_unet_path,
+    released_backbone_row,
+    released_unet_path,
     rule_resources,
     run_settings,
     store_base,
     validate_config,
 )
 from noise2map.ablations import TABLES as ABLATION_TABLES
-from noise2map.ablations import ablation_config, lambdas_of, pretraining
+from noise2map.ablations import ablation_config, lambdas_of, pretrained_unet, pretraining
 from noise2map.ablations import run_paths as ablation_run_paths
 from noise2map.ablations import table_runs as ablation_table_runs
 from noise2map.weights import CHECKPOINTS, RELEASED_BACKBONES, released_backbone_names
@@ -77,6 +79,19 @@ def run_metrics(root=None):
     ]
 
 
+def released_row_metrics(root=None):
+    """metrics.json of Table I's Noise2Map (released backbone) rows (pretrain.released_row)."""
+    root, backbone = root or RESULTS, released_backbone_row(config)
+    if backbone is None:
+        return []
+    return [
+        f"{root}/runs/{task}/{dataset}/noise2map-{task}+released-{backbone}/seed{seed}/metrics.json"
+        for task in config["tasks"] if f"noise2map-{task}" in config["models"][task]
+        for dataset in config["datasets"]
+        for seed in config["seeds"]
+    ]
+
+
 def ablation_settings(config, table, variant, task):
     """What an ablation run depends on: the variant's config, as run_settings sees it, and
     the sample its UNet was pretrained on."""
@@ -87,8 +102,5 @@ def ablation_settings(config, table, variant, task):
 
 def ablation_pretrained(wildcards):
     """The pretrained UNet an ablation run fine-tunes (none for Table III's scratch row)."""
-    dataset = pretraining(config, wildcards.table, wildcards.variant)
-    if not dataset:
-        return {}
-    # Table III names its sample; every other variant fine-tunes what Table I's Noise2Map does
-    return {"pretrained": pretrained_unet_path(config, dataset=dataset if wildcards.table == "table3" else None)}
+    path = pretrained_unet(config, wildcards.table, wildcards.variant)
+    return {"pretrained": path} if path else {}

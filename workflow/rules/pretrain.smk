@@ -34,7 +34,7 @@ rule export_released_backbone:
     input:
         lambda wc: [f"{WEIGHTS}/{name}" for name in released_backbone_names(wc.backbone)],
     output:
-        unet=f"{RESULTS}/pretrain/released/{{backbone}}/noise2map_unet.pt",
+        unet=released_unet_path(config, "{backbone}"),
     log:
         f"logs/{config['preset']}/export_released_backbone/{{backbone}}.log",
     message:

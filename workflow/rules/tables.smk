@@ -3,8 +3,8 @@
 
 rule write_table1:
     input:
-        metrics=run_metrics(),
-        counts=[m.replace("metrics.json", "tile_counts.csv") for m in run_metrics()],
+        metrics=run_metrics() + released_row_metrics(),
+        counts=[m.replace("metrics.json", "tile_counts.csv") for m in run_metrics() + released_row_metrics()],
     output:
         csv=report(f"{RESULTS}/table1.csv", caption="../report/table1.rst", category="Table I"),
         md=f"{RESULTS}/table1.md",

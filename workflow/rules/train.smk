@@ -55,6 +55,35 @@ use rule train_model as train_model_other_selection with:
         f"{OTHER_SELECTION} selection)"
 
 
+# Table I's Noise2Map (released <backbone> backbone) rows: the same training, fine-tuning the
+# authors' published UNet instead of ours, tabulated beside ours and kept out of the rank.
+rule train_released_backbone:
+    input:
+        pretrained=lambda wc: released_unet_path(config, wc.backbone),
+        data=lambda wc: prepared_manifest(config, wc.dataset, wc.task),
+    output:
+        metrics=f"{RESULTS}/runs/{{task}}/{{dataset}}/noise2map-{{task}}+released-{{backbone}}/seed{{seed}}/metrics.json",
+        counts=f"{RESULTS}/runs/{{task}}/{{dataset}}/noise2map-{{task}}+released-{{backbone}}/seed{{seed}}/tile_counts.csv",
+    log:
+        f"logs/{config['preset']}/train_released_backbone/{{task}}_{{dataset}}_{{backbone}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{config['preset']}/train_released_backbone/{{task}}_{{dataset}}_{{backbone}}_seed{{seed}}.tsv"
+    params:
+        settings=lambda wc: {**run_settings(config, wc.task, wc.dataset, f"noise2map-{wc.task}"),
+                             "backbone": wc.backbone},
+        run=lambda wc, output: Path(output.metrics).parent,
+    threads: job_threads(config)
+    resources:
+        **rule_resources(config, "train_model"),
+    message:
+        "Training Noise2Map for {wildcards.task} on {wildcards.dataset} from the released {wildcards.backbone} "
+        "backbone (seed {wildcards.seed})"
+    shell:
+        "noise2map train --config {RESOLVED_CONFIG} --task {wildcards.task} --dataset {wildcards.dataset}"
+        " --model noise2map-{wildcards.task} --seed {wildcards.seed} --pretrained {input.pretrained}"
+        " --variant 'released {wildcards.backbone} backbone' --run-dir {params.run} > {log} 2>&1"
+
+
 # The ablations (noise2map.ablations): Noise2Map on the ablation data set with one setting
 # changed; table "base" is the preset itself, shared by every table's no-op row.
 rule train_ablation:
