@@ -704,12 +704,34 @@ class DDPMCD(nn.Module):
         level = self.schedule.continuous_noise_level(t, x.shape[0], generator).to(x.device)
         return level, q_sample(x, level, _randn_like(x, generator))
 
-    def forward(self, pre: torch.Tensor, post: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    # The suite passes per-sample keys (noise2map.keyed_random), so a tile's feature noise is
+    # the same in every batch, on any device and on re-evaluation.
+    keyed_noise = True
+
+    def _noised_keyed(self, x: torch.Tensor, t: int, keys: torch.Tensor):
+        """``_noised`` with each sample's level and noise drawn from its own key."""
+        from noise2map.keyed_random import keyed_normal, keyed_uniform, substream_keys
+
+        prev = self.schedule.sqrt_alphas_cumprod_prev
+        lo, hi = prev[t - 1], prev[t]
+        level = (lo + (hi - lo) * keyed_uniform(keys).cpu()).float().to(x.device)
+        noise = keyed_normal(substream_keys(keys, 1), tuple(x.shape[1:]), x.device, x.dtype)
+        return level, q_sample(x, level, noise)
+
+    def forward(self, pre: torch.Tensor, post: torch.Tensor, generator: torch.Generator | None = None,
+                noise_keys: torch.Tensor | None = None) -> torch.Tensor:
+        """``noise_keys`` (int64 [B]): keyed draws, one substream per (t, date); otherwise
+        ``generator`` (or the model's seeded one, or torch's global RNG) in the official order."""
         g = generator if generator is not None else self.generator
         n_t, keep = len(self.time_steps), self.head.feat_scales
         with torch.no_grad():
-            # Official order of the draws: for each t, date A then date B.
-            noised = [self._noised(x, t, g) for t in self.time_steps for x in (pre, post)]
+            if noise_keys is not None:
+                from noise2map.keyed_random import substream_keys
+
+                noised = [self._noised_keyed(x, t, substream_keys(noise_keys, 2 * j + d))
+                          for j, t in enumerate(self.time_steps) for d, x in enumerate((pre, post))]
+            else:  # official order of the draws: for each t, date A then date B
+                noised = [self._noised(x, t, g) for t in self.time_steps for x in (pre, post)]
             if self.fuse_passes:  # the 2·T passes as one batch: per-sample maths, same result
                 levels, noisy = (torch.cat(parts) for parts in zip(*noised, strict=True))
                 feats = self.unet(noisy, levels, return_features=True, keep=keep)[1]

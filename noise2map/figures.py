@@ -262,17 +262,20 @@ def _logits(run: LoadedRun, batch: dict, timestep: int | None):
     import torch
 
     from noise2map.data.store import to_model_input
-    from noise2map.keyed_random import sample_keys
+    from noise2map.keyed_random import evaluation_keys
     from noise2map.training.tasks import task_inputs
 
     images = tuple(to_model_input(x) for x in task_inputs(batch, run.task))
+    # the test's own draws (Gaussian SS noise, DDPM-CD's feature noise), keyed by tile: the
+    # same tile gets the same noise at every t and in every batch, and at the test timestep
+    # the figure's counts are metrics.json's
+    keys = evaluation_keys(run.seed, "test", torch.as_tensor(batch["index"]).long())
     if not run.timestep_conditioned:
+        if getattr(run.module.model, "keyed_noise", False):
+            return run.module.model(*images, noise_keys=keys)
         return run.module.model(*images)
     t = run.module.hparams.test_timestep if timestep is None else timestep
     timesteps = torch.full((images[0].shape[0],), int(t), dtype=torch.long)
-    # Gaussian SS noise keyed by tile: the same tile gets the same noise at every t and in
-    # every batch, so a figure is reproducible (CD and image-noise SS draw nothing).
-    keys = sample_keys(run.seed, 0, torch.as_tensor(batch["index"]).long())
     return run.module.model(*images, timesteps=timesteps, noise_keys=keys)
 
 
@@ -456,9 +459,9 @@ def _sweep_loaded(run: LoadedRun, timesteps: Sequence[int]) -> pd.DataFrame:
 def timestep_sweep(run_dir: str | Path, timesteps: Sequence[int]) -> pd.DataFrame:
     """Whole-test-split scores of a Noise2Map run at each inference timestep.
 
-    Counts are summed over the split before scoring (as metrics.json), so at the run's
-    test timestep the row equals its metrics.json (CD, and SS with image noise; Gaussian SS
-    noise is keyed by tile here, drawn afresh in evaluate_run).
+    Counts are summed over the split before scoring (as metrics.json), and the draws are the
+    test's own (keyed by seed and tile), so at the run's test timestep the row equals its
+    metrics.json, Gaussian SS noise included.
 
     Returns:
         One row per timestep (given order): ``timestep, f1_positive, f1_mean, precision,

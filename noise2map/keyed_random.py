@@ -3,7 +3,9 @@
 Training draws (Noise2Map's timestep per sample, Gaussian noise) keyed by (seed, epoch,
 sample index) are the same whichever device, process or resumed run makes them — what lets
 N-device training and a resumed run equal one uninterrupted process (see
-:mod:`noise2map.training.seeding`).
+:mod:`noise2map.training.seeding`). Validation and test draws (Gaussian SS noise, DDPM-CD's
+noise levels and noise) are keyed by (seed, stage, tile index) the same way, so re-scoring
+a run, scoring it on N devices and Fig. 6 at the test timestep give the same counts.
 """
 
 from __future__ import annotations
@@ -29,6 +31,26 @@ def sample_keys(seed: int, epoch: int, index: torch.Tensor) -> torch.Tensor:
     """One 31-bit key per sample from (seed, epoch, sample index)."""
     base = _mix32(torch.tensor(epoch_seed(seed, epoch), dtype=torch.int64, device=index.device))
     return _mix32(_mix32(index.long()) ^ base) & 0x7FFFFFFF
+
+
+# Evaluation draws use "epochs" no training reaches, one per stage.
+EVALUATION_EPOCHS = {"val": 2**30, "test": 2**30 + 1}
+
+
+def evaluation_keys(seed: int, stage: str, index: torch.Tensor) -> torch.Tensor:
+    """Keys of a validation or test tile's draws: (seed, stage, tile index)."""
+    return sample_keys(seed, EVALUATION_EPOCHS[stage], index)
+
+
+def substream_keys(keys: torch.Tensor, stream: int) -> torch.Tensor:
+    """Independent keys for the ``stream``-th draw of each sample (e.g. one per noised pass)."""
+    salt = _mix32(torch.tensor(0x9E3779B9 ^ stream, dtype=torch.int64, device=keys.device))
+    return _mix32(keys.long() ^ salt) & 0x7FFFFFFF
+
+
+def keyed_uniform(keys: torch.Tensor) -> torch.Tensor:
+    """A float64 in [0, 1) per key."""
+    return _mix32(keys.long() ^ 0x68E31DA4).double() / 2**32
 
 
 def keyed_randint(keys: torch.Tensor, high: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from noise2map.keyed_random import keyed_randint, sample_keys
+from noise2map.keyed_random import evaluation_keys, keyed_randint, sample_keys
 from noise2map.metrics import COUNTS, scores_from_counts, tile_counts
 from noise2map.models.multitask import TASKS, MultiTaskNoise2Map
 from noise2map.training.tasks import DiscriminativeTask, _DeviceScaling, _distributed, global_mean, task_inputs
@@ -109,7 +109,9 @@ class MultiTaskTask(_DeviceScaling, L.LightningModule):
             return self.model(task, *images, timesteps=t, noise_keys=keys)
         fixed = self.hparams.val_timestep if stage == "val" else self.hparams.test_timestep
         t = torch.full((images[0].shape[0],), fixed, dtype=torch.long, device=self.device)
-        return self.model(task, *images, timesteps=t)
+        # the single-task run's keys for the same tile: a head is scored on the same draws
+        keys = evaluation_keys(self.sample_seed, stage, batch["index"].to(self.device))
+        return self.model(task, *images, timesteps=t, noise_keys=keys)
 
     def forward(self, batch: dict, stage: str = "test") -> torch.Tensor:
         return self.logits(self.eval_task, batch, stage)
@@ -212,6 +214,7 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
     module = MultiTaskTask(config["model_size"], options, {t: settings[t]["class_weights"] for t in TASKS},
                            lambda_cd, lambda_ss, train["optimizer"], train["lr"],
                            config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"])
+    module.sample_seed = seed  # validation draws keyed by (seed, stage, tile) from epoch 0 on
     if pretrained_unet is not None:
         module.model.load_pretrained_unet(_load_state(pretrained_unet))
 
@@ -244,6 +247,7 @@ def evaluate_heads(run: Path, checkpoint: Path, config: dict) -> dict | None:
 
     fields = config["run"]
     module = MultiTaskTask.load_from_checkpoint(checkpoint, map_location="cpu")
+    module.sample_seed = int(fields.get("seed") or 0)  # test draws keyed by (seed, "test", tile)
     trainer = _trainer(config, run, logger=False, enable_checkpointing=False)
     out = {}
     for task in TASKS:

@@ -212,6 +212,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
         train["optimizer"], train["lr"], config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"],
         accumulation=train.get("accumulation", "sum"), accumulate_every=train["grad_accumulation"],
         val_loss=train.get("val_loss", "split_mean"))
+    module.sample_seed = seed  # validation draws are keyed by (seed, stage, tile) from epoch 0 on
     if pretrained_unet is not None:
         # Noise2Map fine-tunes its pretrained UNet; DDPM-CD freezes its own as a feature extractor.
         loader = getattr(module.model, "load_pretrained_unet", None) or module.model.load_unet
@@ -340,6 +341,7 @@ def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None 
     if not checkpoint.is_file():
         raise CheckpointError(f"{checkpoint} does not exist: train the run first (noise2map train ...)")
     module = DiscriminativeTask.load_from_checkpoint(checkpoint, map_location="cpu")
+    module.sample_seed = int(fields.get("seed") or 0)  # test draws keyed by (seed, "test", tile)
     task, dataset = module.hparams.task, fields.get("dataset") or _dataset_from_run(run)
     test_set = TileDataset(prepared_dir(config, dataset, task), evaluation_split(config, dataset), uint8=True)
     trainer = trainer or _trainer(config, run, logger=False, enable_checkpointing=False)

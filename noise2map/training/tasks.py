@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from noise2map.errors import ConfigError
-from noise2map.keyed_random import keyed_normal, keyed_randint, sample_keys
+from noise2map.keyed_random import evaluation_keys, keyed_normal, keyed_randint, sample_keys
 from noise2map.metrics import tile_counts
 from noise2map.training.schedule import keeps_batch
 
@@ -91,19 +91,27 @@ class DiscriminativeTask(_DeviceScaling, L.LightningModule):
     def timestep_conditioned(self) -> bool:
         return getattr(self.model, "timestep_conditioned", False)
 
+    def draw_keys(self, batch: dict, stage: str) -> torch.Tensor:
+        """Keys of the batch's random draws, by sample and not by device or batch (keyed_random):
+        (seed, epoch, index) in training, (seed, stage, tile index) at validation and test."""
+        index = batch["index"].to(self.device)
+        if stage == "train":
+            return sample_keys(self.sample_seed, self.sample_epoch, index)
+        return evaluation_keys(self.sample_seed, stage, index)
+
     def forward(self, batch: dict, stage: str = "test") -> torch.Tensor:
         images = task_inputs(batch, self.hparams.task)
         if not self.timestep_conditioned:
+            if getattr(self.model, "keyed_noise", False):  # DDPM-CD's feature noise
+                return self.model(*images, noise_keys=self.draw_keys(batch, stage))
             return self.model(*images)
-        n = images[0].shape[0]
-        if stage == "train":  # keyed by sample, not by device or batch: see keyed_random
-            keys = sample_keys(self.sample_seed, self.sample_epoch, batch["index"].to(self.device))
+        keys = self.draw_keys(batch, stage)
+        if stage == "train":
             t = keyed_randint(keys, self.model.num_train_timesteps)
-            return self.model(*images, timesteps=t, noise_keys=keys)
         else:
             fixed = self.hparams.val_timestep if stage == "val" else self.hparams.test_timestep
-            t = torch.full((n,), fixed, dtype=torch.long, device=self.device)
-        return self.model(*images, timesteps=t)
+            t = torch.full((images[0].shape[0],), fixed, dtype=torch.long, device=self.device)
+        return self.model(*images, timesteps=t, noise_keys=keys)
 
     def _nll(self, logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Σ of the class-weighted pixel losses and Σ of their weights (weighted CE = ratio)."""
