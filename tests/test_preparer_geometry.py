@@ -268,8 +268,7 @@ def test_spacenet7_cd_pairs_earlier_month_as_pre_and_xor_at_each_grid_offset(tmp
         write_sn7_month(raw, SN7_VAL, *ym, img, odd_rings[ym])
 
     store = tmp_path / "sn7cd"
-    manifest = prepare("spacenet7-cd", raw, store, SN7_T, options=preparation_options(PAPER, "spacenet7-cd"))
-    assert manifest["dropped_too_close"] == []
+    prepare("spacenet7-cd", raw, store, SN7_T, options=preparation_options(PAPER, "spacenet7-cd"))
 
     built = l_mask(SN7_SHAPE, **SN7_L)
     gone = rect_mask(SN7_SHAPE, **SN7_R)

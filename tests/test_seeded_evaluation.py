@@ -9,7 +9,6 @@ import sys
 import pandas as pd
 import pytest
 import torch
-import yaml
 from conftest import whu_cd_demo_store
 
 from noise2map.config import deep_merge, prepared_dir

@@ -128,7 +128,6 @@ SPACENET7_SPLIT: dict[str, tuple[str, ...]] = {
 # if the real data has an AOI in no list, the preparer stops and names it — add it here only
 # once it is confirmed that Hafner et al. excluded it.)
 SPACENET7_EXCLUDED_AOIS: frozenset[str] = frozenset()
-SPACENET7_MIN_GAP_DAYS = 5
 
 WHU_DIRNAME = "3. The cropped image tiles and raster labels"
 XVIEW2_DISASTER = "santa-rosa-wildfire"
@@ -622,7 +621,7 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int, months: str
     metadata = _sn7_metadata(raw, sources) if task == "ss" and months == "usable" else None
     out_dir = _start(out_dir)
     splits = {s: _Split(task, t) for s in SPACENET7_SPLIT}
-    unlabelled, too_close, aois_found, masked = [], [], {}, {}
+    unlabelled, aois_found, masked = [], {}, {}
     for split, entries in by_split.items():
         aois_found[split] = [aoi for aoi, _ in entries]
         for aoi, dates in entries:
@@ -666,9 +665,6 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int, months: str
                     d2, p2, l2 = dates[k + 1]
                     if l1 is None or l2 is None:
                         continue
-                    if (d2 - d1).days < SPACENET7_MIN_GAP_DAYS:
-                        too_close.append(f"{sources.rel(p1)};{sources.rel(p2)}")
-                        continue
                     it1, lt1, nh, nw, s1, _ = tiles_of(k)
                     it2, lt2, _, _, s2, _ = tiles_of(k + 1)
                     if s1 != s2:
@@ -706,14 +702,15 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int, months: str
                          f"side rounded to whole {t}-px tiles before tiling: 1023-1025 px -> 1024, 16 tiles of 256².")
     else:
         rules.append(
-            "CD: consecutive monthly images (sorted by the date in the file name) whose label "
-            f"files both exist and that are at least {SPACENET7_MIN_GAP_DAYS} days apart; "
-            "pre = earlier month, post = later month; label = XOR of the two building rasters."
+            "CD: consecutive monthly images (sorted by the year and month in the file name) whose "
+            "label files both exist; pre = earlier month, post = later month; label = XOR of the "
+            "two building rasters. (The released spacenet7_cd.py also requires the two dates to be "
+            ">= 5 days apart, but its dates are day 1 of the month, so that test never drops a pair.)"
         )
     return _finish(
         name, out_dir, t, splits, rules, sources,
         aois=aois_found, outside_split=outside, unlabelled_months=sorted(unlabelled),
-        **({"dropped_too_close": too_close} if task == "cd" else {"masked_months": masked}),
+        **({} if task == "cd" else {"masked_months": masked}),
     )
 
 
@@ -749,9 +746,10 @@ def prepare_spacenet7_cd(raw_root, out_dir, tile_size, seed=0, num_images=None) 
 
     Rules (split, images, labels and tiling as :func:`prepare_spacenet7_ss`):
     - Pairs: consecutive monthly images of an AOI (sorted by the date in the file name, day 1
-      of the month) whose two label files both exist and that are at least 5 days apart — the
-      released code's rule. A month without a label therefore breaks the chain: with months
-      01, 02, (03 unlabelled), 04 only the pair 01→02 is formed.
+      of the month) whose two label files both exist. The released code also asks for the two
+      dates to be ≥ 5 days apart; on day-1 dates of distinct months that never fails, so it is
+      not repeated here. A month without a label breaks the chain: with months 01, 02,
+      (03 unlabelled), 04 only the pair 01→02 is formed.
     - pre = earlier month, post = later month; label = XOR of the two rasterised building
       masks (a building that appears or disappears).
     ``seed`` and ``num_images`` are unused.
