@@ -53,11 +53,11 @@ _NOTES = {
               "row of the same sample, which that backbone produced.",
     "table4": "Validation and test timesteps follow T as the released code derives them (T // 2, T − 1).",
     "table5": "The four schedulers define the same ᾱ_t for the same βs; what differs is `add_noise` "
-              "(Heun: x + σ_t·n). DDIM, DDPM and PNDM runs are therefore identical for one seed.",
+              "(Heun: x + σ_t·n).",
     "multitask": "One shared UNet with an SS and a CD head, trained on L = λ_CD·L_CD + λ_SS·L_SS "
                  "(one SS and one CD batch per step); single-task rows are the preset's own runs. "
                  "Adam's update is invariant to a common scale of the loss (up to its ε), and so is the "
-                 "best-by-validation-loss choice: (0.5, 0.5) trains the same model as (1, 1).",
+                 "best-by-validation-loss choice.",
 }
 
 
@@ -225,7 +225,23 @@ def build_ablation_table(table: str, metrics: pd.DataFrame, variant_of: list[str
     out["paper_f1"] = [paper.get((TABLES[table][0], s.removesuffix(RELEASED_SUFFIX), t))
                        for s, t in zip(out["setting"], out["task"])]
     out["delta_f1"] = out["f1"] - out["paper_f1"].astype(float)
+    out["same_counts_as"] = _same_counts(runs, out)
     return out
+
+
+def _same_counts(runs: pd.DataFrame, out: pd.DataFrame) -> list[str]:
+    """Per row, the other settings of its task whose runs have the very same confusion counts
+    in every seed, joined by " = " ("" if none): what the Markdown states as identical is
+    read from the data, never typed in."""
+    from noise2map.metrics import COUNTS
+
+    def signature(variant, task):
+        block = runs[(runs["variant"] == variant) & (runs["task"] == task)].sort_values("seed")
+        return task, tuple(map(tuple, block[["seed", *COUNTS]].to_numpy().tolist()))
+
+    keys = [signature(v, t) for v, t in zip(out["variant"], out["task"])]
+    return [" = ".join(s for s, k in zip(out["setting"], keys) if k == key and s != setting)
+            for setting, key in zip(out["setting"], keys)]
 
 
 def ablation_markdown(table: str, rows: pd.DataFrame, preset: str, num_images: int | None = None) -> str:
@@ -250,7 +266,20 @@ def ablation_markdown(table: str, rows: pd.DataFrame, preset: str, num_images: i
             flag = " ⚠" if r["degenerate"] else ""
             cells.append(f"{r['f1']:.2f} ± {r['f1_std']:.2f}{flag}{paper}")
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", _identical_note(rows)]) + "\n"
+
+
+def _identical_note(rows: pd.DataFrame) -> str:
+    """What the runs show about identical settings, computed from their counts."""
+    groups = {}
+    for task, setting, same in zip(rows["task"], rows["setting"], rows["same_counts_as"]):
+        if same:
+            members = sorted([setting, *same.split(" = ")])
+            groups.setdefault((task, tuple(members)), members)
+    if not groups:
+        return "No two settings of a task have identical confusion counts in every seed."
+    return ("Identical confusion counts in every seed (the same model): "
+            + "; ".join(f"{task.upper()}: " + " = ".join(m) for (task, _), m in groups.items()) + ".")
 
 
 def _variant_from_path(path: str) -> str:

@@ -180,9 +180,41 @@ def test_table3_released_rows_fine_tune_the_published_backbones(paper):
     assert [v for v in variants(some)["table3"] if v.startswith("released")] == ["releasedimagenet2gen"]
     # each released row is read against the paper's row of its sample
     metrics = pd.DataFrame({"task": ["ss", "ss"], "seed": [0, 0], "f1": [80.0, 90.0], "iou": [70.0, 80.0],
-                            "recall_pos": [50.0, 60.0]})
+                            "recall_pos": [50.0, 60.0], "tp": [1, 2], "fp": [1, 1], "fn": [1, 1], "tn": [9, 9]})
     rows = build_ablation_table("table3", metrics, ["releasedimagenet2gen", "releasedddpmchurch"])
     assert rows["setting"].tolist() == ["pretraining: ImageNet 10k (released backbone)",
                                         "pretraining: ddpm-church-256 only (released backbone)"]
     assert rows["paper_f1"].iloc[0] == pytest.approx(82.11) and pd.isna(rows["paper_f1"].iloc[1])
     assert rows["delta_f1"].iloc[0] == pytest.approx(80.0 - 82.11)
+
+
+def _runs(rows):
+    """Ablation metrics of (variant, task, seed, tp, fp, fn, tn) rows."""
+    frame = pd.DataFrame(rows, columns=["variant", "task", "seed", "tp", "fp", "fn", "tn"])
+    scores = pd.DataFrame([scores_from_counts(*r) for r in frame[["tp", "fp", "fn", "tn"]].to_numpy()])
+    return frame.join(scores)
+
+
+def test_identical_settings_are_stated_only_when_their_counts_are():
+    from noise2map.ablations import ablation_markdown, build_ablation_table
+
+    same = [(v, t, s, 5 + s, 2, 3, 90 - s) for v in ("ddim", "ddpm", "pndm") for t in ("ss", "cd") for s in (0, 1)]
+    heun = [("heun", t, s, 1, 9, 7, 83) for t in ("ss", "cd") for s in (0, 1)]
+    runs = _runs(same + heun)
+    rows = build_ablation_table("table5", runs.drop(columns="variant"), list(runs["variant"]))
+    md = ablation_markdown("table5", rows, "test")
+    assert rows.set_index(["variant", "task"]).loc[("ddpm", "cd"), "same_counts_as"] == "scheduler DDIM = scheduler PNDM"
+    assert rows.set_index(["variant", "task"]).loc[("heun", "ss"), "same_counts_as"] == ""
+    assert ("Identical confusion counts in every seed (the same model): SS: scheduler DDIM = scheduler DDPM = "
+            "scheduler PNDM; CD: scheduler DDIM = scheduler DDPM = scheduler PNDM.") in md
+    # one count off in one seed of one task: that task no longer claims DDPM equals the others
+    changed = [r if r[:3] != ("ddpm", "cd", 1) else (*r[:3], r[3] + 1, r[4], r[5] - 1, r[6]) for r in same]
+    runs = _runs(changed + heun)
+    md = ablation_markdown("table5", build_ablation_table("table5", runs.drop(columns="variant"),
+                                                          list(runs["variant"])), "test")
+    assert "CD: scheduler DDIM = scheduler PNDM." in md and "SS: scheduler DDIM = scheduler DDPM = scheduler PNDM" in md
+    distinct = _runs([(v, "ss", 0, 5 + i, 2, 3, 90 - i) for i, v in enumerate(("ddim", "ddpm", "pndm", "heun"))])
+    md = ablation_markdown("table5", build_ablation_table("table5", distinct.drop(columns="variant"),
+                                                          list(distinct["variant"])), "test")
+    assert "No two settings of a task have identical confusion counts in every seed." in md
+    assert "identical for one seed" not in md
