@@ -1,6 +1,5 @@
 """MambaBCD-Base: exact paper-size count, backbone/decoder split, demo forward/backward, training signal."""
 
-import time
 
 import pytest
 import torch
@@ -60,7 +59,7 @@ def test_paper_size_is_exact_and_split_as_official():
         assert key in keys, key
 
 
-def test_demo_stages_forward_backward_and_speed():
+def test_demo_stages_forward_and_backward():
     torch.manual_seed(0)
     model = build("demo")
     assert _count(model) < 1_000_000
@@ -72,10 +71,6 @@ def test_demo_stages_forward_backward_and_speed():
     logits.square().mean().backward()
     for name, p in model.named_parameters():
         assert p.requires_grad and p.grad is not None and torch.isfinite(p.grad).all(), name
-    model.zero_grad()
-    start = time.perf_counter()  # warm run: one forward + backward on one thread
-    model(pre, post).square().mean().backward()
-    assert time.perf_counter() - start < 2.0
     model.eval()
     with torch.no_grad():
         assert model(_images(1, 64), _images(1, 64, seed=3)).shape == (1, 2, 64, 64)
