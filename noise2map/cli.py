@@ -27,7 +27,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -302,16 +304,13 @@ def cmd_weights(args) -> None:
 
 
 def cmd_rank(args) -> None:
-    import pandas as pd
-
     from noise2map.errors import DataNotFoundError
     from noise2map.io import atomic_path
-    from noise2map.rank import rank_models
+    from noise2map.rank import rank_models, read_score_table
 
     if not Path(args.csv).is_file():
         raise DataNotFoundError(f"{args.csv} does not exist")
-    table = pd.read_csv(args.csv)
-    ranks = rank_models(table)
+    ranks = rank_models(read_score_table(args.csv))
     if args.output:
         with atomic_path(args.output) as tmp:
             ranks.to_csv(tmp, index=False)
@@ -328,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="noise2map", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also NOISE2MAP_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list registered models with parameter counts")
@@ -523,12 +524,35 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    debug = args.debug or os.environ.get("NOISE2MAP_DEBUG", "") not in ("", "0")
     try:
         args.func(args)
-    except Noise2MapError as err:
-        print(f"noise2map {args.command}: error: {err}", file=sys.stderr)
+    except (Noise2MapError, OSError) as err:
+        if debug:
+            raise
+        message = os_error_message(err) if isinstance(err, OSError) and not isinstance(err, Noise2MapError) else err
+        print(f"noise2map {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+# What to do about the system errors a user meets: the disk, the permissions, a path.
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space there, or point data_dir / results_dir / weights_dir elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free space, or point the outputs elsewhere",
+    errno.EACCES: "permission denied: check the folder's owner and mode, or choose a folder you can write",
+    errno.EPERM: "operation not permitted: check the folder's owner and mode",
+    errno.ENOENT: "no such file or folder: check the path (and the config's data_dir / results_dir)",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+}
+
+
+def os_error_message(err: OSError) -> str:
+    """``<path>: <what happened>; <what to do>`` for an OSError from anywhere in a command."""
+    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f) or "(no path given)"
+    what = err.strerror or err.__class__.__name__
+    hint = _OS_HINTS.get(err.errno, "rerun with --debug for the traceback")
+    return f"{where}: {what}; {hint}"
 
 
 if __name__ == "__main__":

@@ -46,10 +46,25 @@ def validate_config(config: dict, source: str = "config") -> dict:
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  {'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in errors[:10]]
+        lines = [f"  {'.'.join(map(str, e.absolute_path)) or '<top>'}: {_explain(e)}" for e in errors[:10]]
         raise ConfigError(f"{source} does not match {SCHEMA_PATH.name}:\n" + "\n".join(lines))
     _check_registries(config, source)
     return config
+
+
+def _explain(error) -> str:
+    """The schema's message, and for an unknown key the close matches and the allowed keys."""
+    import difflib
+
+    if error.validator != "additionalProperties":
+        return error.message
+    allowed = sorted(error.schema.get("properties", {}))
+    unknown = sorted(set(error.instance) - set(allowed))
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.6)
+        parts.append(f"unknown key {key!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+    return "; ".join(parts) + f". Allowed here: {', '.join(allowed)}"
 
 
 def _check_registries(config: dict, source: str) -> None:

@@ -14,7 +14,6 @@ an H×W {0, 1} mask (black background, white positive class).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from noise2map.errors import CheckpointError, ConfigError
+from noise2map.io import read_json
 from noise2map.io import atomic_path
 
 FORMATS = ("png", "pdf")
@@ -230,10 +230,9 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a trained run folder: its best checkpoint, resolved config and test tiles."""
-    import yaml
-
     from noise2map.config import DATASET_NAMES, evaluation_split, prepared_dir
     from noise2map.data import TileDataset
+    from noise2map.training.run import load_checkpoint, read_run_config
     from noise2map.training.tasks import DiscriminativeTask
 
     run = Path(run_dir)
@@ -241,12 +240,12 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     if not ckpt.is_file() or not config_path.is_file():
         raise CheckpointError(f"{run} has no checkpoints/best.ckpt or config.yaml: train the run first "
                               "(noise2map train ...)")
-    config = yaml.safe_load(config_path.read_text())
-    module = DiscriminativeTask.load_from_checkpoint(ckpt, map_location="cpu")
+    config = read_run_config(run)
+    module = load_checkpoint(DiscriminativeTask, ckpt)
     module.eval()
     fields = config.get("run", {})
     metrics_path = run / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = read_json(metrics_path, "re-score the run (noise2map evaluate RUN)") if metrics_path.is_file() else {}
     task = module.hparams.task
     dataset = fields.get("dataset") or run.parent.parent.name  # runs/<task>/<dataset>/<model>/seed<k>
     return LoadedRun(

@@ -49,8 +49,18 @@ def load_tile_counts(metrics: pd.DataFrame, run_dirs: list[Path]) -> dict[tuple,
         path = Path(run) / "tile_counts.csv"
         if not path.is_file():
             raise DataFormatError(f"{path} does not exist: the intervals need every run's per-tile counts")
-        tiles = pd.read_csv(path).sort_values("tile_id")
-        runs[(row.task, row.model, row.dataset, row.seed)] = tiles[["tp", "fp", "fn", "tn"]].to_numpy()
+        try:
+            tiles = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            raise DataFormatError(f"{path} is empty: re-score the run (noise2map evaluate RUN)") from None
+        columns = ["tile_id", "tp", "fp", "fn", "tn"]
+        if [c for c in columns if c not in tiles.columns] or tiles.empty:
+            raise DataFormatError(f"{path} needs columns {', '.join(columns)} and a row per test tile; "
+                                  "re-score the run (noise2map evaluate RUN)")
+        counts = tiles[columns[1:]]
+        if not all(pd.api.types.is_integer_dtype(t) for t in counts.dtypes) or (counts.to_numpy() < 0).any():
+            raise DataFormatError(f"{path}: the counts are not all non-negative integers; re-score the run")
+        runs[(row.task, row.model, row.dataset, row.seed)] = tiles.sort_values("tile_id")[columns[1:]].to_numpy()
     return runs
 
 

@@ -1,4 +1,5 @@
-"""Atomic writes: a reader never sees a half-written output."""
+"""Atomic writes (a reader never sees a half-written output) and state-file reads that name
+the file when it is damaged."""
 
 from __future__ import annotations
 
@@ -45,6 +46,20 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
+
+
+def read_json(path: str | os.PathLike, fix: str):
+    """The JSON in ``path``; a truncated or edited file is a named error saying ``fix``."""
+    from noise2map.errors import DataFormatError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{path} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}): "
+                              f"the file is damaged or was cut short; {fix}") from err
+    except UnicodeDecodeError as err:
+        raise DataFormatError(f"{path} is not a text file ({err.reason}); {fix}") from err
 
 
 def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

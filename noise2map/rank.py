@@ -14,6 +14,37 @@ from noise2map.errors import DataFormatError
 REQUIRED = ("task", "model", "dataset", "f1", "iou")
 
 
+def read_score_table(path) -> pd.DataFrame:
+    """A CSV of (task, model, dataset, f1, iou) rows for ``noise2map rank``, checked: a missing
+    column, a non-numeric or non-finite score is named with its file, column and row."""
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, keep_default_na=False)  # "n/a" stays text, to be named below
+    except pd.errors.EmptyDataError:
+        raise DataFormatError(f"{path} is empty: expected a CSV with columns {', '.join(REQUIRED)}") from None
+    except pd.errors.ParserError as err:
+        raise DataFormatError(f"{path} is not a readable CSV ({err})") from err
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise DataFormatError(f"{path} lacks column(s) {', '.join(missing)}; a rank needs {', '.join(REQUIRED)}")
+    if table.empty:
+        raise DataFormatError(f"{path} has a header but no rows: nothing to rank")
+    for column in ("f1", "iou"):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values.fillna(0.0))
+        if bad.any():
+            row = int(bad.idxmax())
+            raise DataFormatError(f"{path}: column {column}, row {row + 2} (line {row + 2} of the file) holds "
+                                  f"{table[column].iloc[row]!r}, not a finite number (write 90.5, not '90,5' or "
+                                  "'n/a')")
+        table[column] = values.astype(float)
+    return table
+
+
 def dataset_ranks(table: pd.DataFrame) -> pd.Series:
     """Rank (1 = best) of each row within its (task, dataset) group."""
     missing = [c for c in REQUIRED if c not in table.columns]

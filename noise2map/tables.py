@@ -33,9 +33,16 @@ def collect_metrics(paths) -> pd.DataFrame:
             row = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise DataFormatError(f"cannot read run metrics {path}: {err}") from err
+        if not isinstance(row, dict):
+            raise DataFormatError(f"{path} holds a {type(row).__name__}, not a run's metrics object")
         missing = [c for c in ("task", "model", "dataset", "seed", *COUNTS) if c not in row]
         if missing:
             raise DataFormatError(f"{path} lacks {', '.join(missing)}: not a metrics.json of a run")
+        for count in COUNTS:  # a count stored as text would be concatenated, not summed
+            value = row[count]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise DataFormatError(f"{path}: {count} = {value!r} is not a non-negative integer count; "
+                                      "re-score the run (noise2map evaluate RUN)")
         rows.append({"paper_model": row["model"], "variant": None, "ranked": True, **row})
     if not rows:
         raise DataFormatError("no metrics.json given: nothing to tabulate")

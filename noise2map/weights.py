@@ -10,7 +10,6 @@ none`` in a config trains from scratch on purpose.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from noise2map.download import download, file_digest
 from noise2map.errors import CheckpointError, ChecksumError, UnknownNameError
-from noise2map.io import write_json
+from noise2map.io import read_json, write_json
 
 log = logging.getLogger(__name__)
 LOCK = "weights.lock.json"
@@ -130,7 +129,8 @@ def get_checkpoint(name: str) -> Checkpoint:
 
 def read_lock(cache: Path) -> dict:
     path = Path(cache) / LOCK
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, "delete it and run `noise2map weights fetch` again (files are re-verified)") \
+        if path.is_file() else {}
 
 
 def fetch(names, cache: str | Path, base_url: str = HUB, quiet: bool = False) -> dict:

@@ -29,7 +29,6 @@ A mirror (``base_url``, the config's ``data_mirror``) serves every archive as
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -42,7 +41,7 @@ from pathlib import Path
 from .. import __version__
 from ..download import CHUNK, DownloadError, download
 from ..errors import ChecksumError, DataFormatError, DataNotFoundError, UnknownNameError
-from ..io import write_json
+from ..io import read_json, write_json
 from . import extract as ex
 
 log = logging.getLogger(__name__)
@@ -337,7 +336,7 @@ def how_to_get(source: RawSource, root: Path, downloads: Path, archives, raw_roo
 
 def read_lock(downloads: Path) -> dict:
     path = Path(downloads) / LOCK
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, "delete it and run acquire again (the archives are re-verified)") if path.is_file() else {}
 
 
 def _digests(path: Path, md5: bool) -> tuple[str, str | None]:
@@ -399,7 +398,7 @@ def manifest_path(raw_root: Path, name: str) -> Path:
 
 def read_manifest(raw_root: Path, name: str) -> dict | None:
     path = manifest_path(raw_root, name)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path, f"delete it and run `noise2map acquire {name}` again") if path.is_file() else None
 
 
 def _tree_size(root: Path) -> tuple[int, int]:
@@ -546,7 +545,7 @@ def status(config: dict) -> list[dict]:
         for pname in (p for p, r in RAW_DIR_OF.items() if r == name):
             mp = prepared_root / store_name(config, pname) / "manifest.json"
             if mp.is_file():
-                m = json.loads(mp.read_text())
+                m = read_json(mp, "delete the store's folder and prepare it again")
                 splits = {s: v["count"] for s, v in m["splits"].items()}
                 prepared[pname] = {"splits": splits, "total": sum(splits.values()), "paper": PAPER_COUNTS.get(pname)}
             else:

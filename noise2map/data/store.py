@@ -7,7 +7,6 @@ so a dataset object pickles cheaply into DataLoader worker processes.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataFormatError, DataNotFoundError
+from ..io import read_json
 
 _KEYS = {"ss": ("images", "labels"), "cd": ("pre", "post", "labels"), "pretrain": ("images",)}
 
@@ -57,7 +57,7 @@ class TileDataset(Dataset):
                 "not prepared (or its preparation did not finish). Run the prepare step for this "
                 "data set (noise2map.data.prepare), see the data section of README.md."
             )
-        self.manifest = json.loads(manifest_path.read_text())
+        self.manifest = read_json(manifest_path, "delete the store's folder and prepare it again")
         self.task = self.manifest["task"]
         self.name = self.manifest.get("name")
         self.tile_size = int(self.manifest["tile_size"])

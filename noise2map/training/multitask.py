@@ -243,10 +243,10 @@ def evaluate_heads(run: Path, checkpoint: Path, config: dict) -> dict | None:
     from noise2map.config import evaluation_split, prepared_dir, task_settings
     from noise2map.data import TileDataset
     from noise2map.io import atomic_path
-    from noise2map.training.run import _eval_loader, _trainer
+    from noise2map.training.run import _eval_loader, _trainer, load_checkpoint
 
     fields = config["run"]
-    module = MultiTaskTask.load_from_checkpoint(checkpoint, map_location="cpu")
+    module = load_checkpoint(MultiTaskTask, checkpoint)
     module.sample_seed = int(fields.get("seed") or 0)  # test draws keyed by (seed, "test", tile)
     trainer = _trainer(config, run, logger=False, enable_checkpointing=False)
     out = {}

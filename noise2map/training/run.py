@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 import subprocess
 from pathlib import Path
@@ -190,6 +191,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     from noise2map.training.tasks import DiscriminativeTask
 
     validate_config(config)
+    check_run_inputs(config, task, dataset, model_key)
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     fields = {"task": task, "dataset": dataset, "model": model_key, "seed": seed,
@@ -329,7 +331,7 @@ def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None 
 
     run = Path(run)
     if config is None:
-        config = yaml.safe_load((run / "config.yaml").read_text())
+        config = read_run_config(run)
     if devices or accelerator:
         train = dict(config["training"])
         train.update({k: v for k, v in (("devices", devices), ("accelerator", accelerator)) if v})
@@ -340,7 +342,7 @@ def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None 
     checkpoint = Path(checkpoint or run / "checkpoints" / "best.ckpt")
     if not checkpoint.is_file():
         raise CheckpointError(f"{checkpoint} does not exist: train the run first (noise2map train ...)")
-    module = DiscriminativeTask.load_from_checkpoint(checkpoint, map_location="cpu")
+    module = load_checkpoint(DiscriminativeTask, checkpoint)
     module.sample_seed = int(fields.get("seed") or 0)  # test draws keyed by (seed, "test", tile)
     task, dataset = module.hparams.task, fields.get("dataset") or _dataset_from_run(run)
     test_set = TileDataset(prepared_dir(config, dataset, task), evaluation_split(config, dataset), uint8=True)
@@ -357,6 +359,51 @@ def evaluate_run(run: Path, checkpoint: Path | None = None, config: dict | None 
     with atomic_path(run / "tile_counts.csv") as tmp:
         counts.drop(columns="index").to_csv(tmp, index=False)
     return _write_metrics(run, config, module, counts, checkpoint)
+
+
+def check_run_inputs(config: dict, task: str, dataset: str, model_key: str) -> None:
+    """Refuse an unknown model or data set, a model of the other task, or a store that is not
+    prepared, before a run folder is created (nothing is left behind by a bad command)."""
+    from baselines import get_model_spec
+    from noise2map.config import DATASET_NAMES, prepared_dir
+    from noise2map.errors import DataNotFoundError, UnknownNameError
+
+    spec = get_model_spec(model_key)
+    if spec.task != task:
+        raise ConfigError(f"model {model_key} is a {spec.task.upper()} model; it cannot be trained for {task}")
+    if dataset not in DATASET_NAMES:
+        raise UnknownNameError("data set", dataset, DATASET_NAMES)
+    manifest = prepared_dir(config, dataset, task) / "manifest.json"
+    if not manifest.is_file():
+        raise DataNotFoundError(f"{manifest} does not exist: {dataset} is not prepared for {task} "
+                                f"(snakemake {manifest}, or noise2map prepare {dataset}-{task} --config CFG)")
+
+
+def read_run_config(run: Path) -> dict:
+    """A run folder's resolved config; a folder that is not a run is named as such."""
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run} is not a run folder (it has no config.yaml): give the folder that "
+                              "`noise2map train` wrote, e.g. results/runs/cd/whu/noise2map-cd/seed0")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML ({err.__class__.__name__}); the run's config is damaged: "
+                          "retrain the run, or restore the file") from err
+    if not isinstance(config, dict) or "training" not in config:
+        raise ConfigError(f"{path} is not a run's resolved config (no training section)")
+    return config
+
+
+def load_checkpoint(cls, checkpoint: Path):
+    """``cls.load_from_checkpoint`` on the CPU; an unreadable file is a named error."""
+    try:
+        return cls.load_from_checkpoint(checkpoint, map_location="cpu")
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, TypeError, AttributeError,
+            pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{checkpoint} cannot be loaded ({err.__class__.__name__}: {str(err)[:200]}): the "
+                              "file is damaged or is not a checkpoint of this suite; retrain the run (its "
+                              "last.ckpt, if any, resumes it) or restore the file") from err
 
 
 def selected_on(config: dict, task: str, fields: dict) -> str:

@@ -28,8 +28,10 @@ from noise2map.weights import CHECKPOINTS, RELEASED_BACKBONES, released_backbone
 from noise2map.data import RAW_DIR_OF
 from noise2map.fidelity import fidelity_settings
 
-validate(config, "../schemas/config.schema.yaml")
+# Ours first: a short message naming the key and its close matches, before Snakemake's own
+# check (which fills the schema's defaults) would print the whole schema.
 validate_config(config, source="Snakemake config")
+validate(config, "../schemas/config.schema.yaml")
 
 RESULTS = config["results_dir"]
 DATA = config["data_dir"]
