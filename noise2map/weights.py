@@ -10,6 +10,7 @@ none`` in a config trains from scratch on purpose.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -156,6 +157,11 @@ def fetch(names, cache: str | Path, base_url: str = HUB, quiet: bool = False) ->
         url, headers = ckpt.url(base_url, revision), {}
         digest = download(url, target, sha256=ckpt.sha256 or _recorded_digest(ckpt, lock), quiet=quiet,
                           headers=headers)
+        try:
+            check_format(target)
+        except CheckpointError:
+            target.unlink(missing_ok=True)
+            raise
         if ckpt.repo and not revision and headers.get("x-repo-commit"):
             revision = headers["x-repo-commit"]
             lock.setdefault(REVISIONS, {})[ckpt.repo] = revision
@@ -166,11 +172,51 @@ def fetch(names, cache: str | Path, base_url: str = HUB, quiet: bool = False) ->
     return lock
 
 
+def check_format(path: Path) -> None:
+    """Refuse a file whose bytes are not what its name says (a mirror's HTML error page saved
+    as ``model.safetensors``): safetensors header, torch zip or pickle, JSON object."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        problem = None
+        if head.lstrip()[:1] == b"<":
+            problem = "an HTML/XML page (a mirror's error or login page?), not weights"
+        elif path.suffix == ".safetensors":
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 < n <= size - 8:
+                problem = "not a safetensors file (its 8-byte header length does not fit the file)"
+            else:
+                try:
+                    header = json.loads(fh.read(n))
+                    if not isinstance(header, dict) or not all(
+                            isinstance(v, dict) and "dtype" in v for k, v in header.items() if k != "__metadata__"):
+                        raise ValueError("entries without dtype")
+                except (ValueError, UnicodeDecodeError):
+                    problem = "not a safetensors file (its header is not a tensor table)"
+        elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+            if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+                problem = "not a torch checkpoint (neither torch's zip format nor a pickle)"
+        elif path.suffix == ".json":
+            try:
+                if not isinstance(json.loads(path.read_text()), dict):
+                    problem = "JSON, but not an object"
+            except (ValueError, UnicodeDecodeError):
+                problem = "not valid JSON"
+    if problem:
+        raise CheckpointError(f"{path} is {problem}; it was removed. Check the source (or --base-url mirror) "
+                              f"and fetch it again")
+
+
 def _record_manual(ckpt: Checkpoint, target: Path, cache: Path) -> dict:
     if not target.is_file():
         raise CheckpointError(f"{target} is missing and cannot be downloaded by a script: get "
                               f"{ckpt.name} from {ckpt.manual}, put it at {target}, then run "
                               f"`noise2map weights fetch {ckpt.name} --cache {cache}` to record its SHA-256")
+    try:
+        check_format(target)
+    except CheckpointError as err:  # the user's file: named, but left where they put it
+        raise CheckpointError(str(err).replace("; it was removed.", "; it was left in place.")) from None
     digest = file_digest(target)
     if ckpt.sha256 and digest != ckpt.sha256:
         raise ChecksumError(f"{target} does not match the expected SHA-256 ({digest}, expected {ckpt.sha256})")

@@ -150,3 +150,31 @@ def test_snakemake_prints_the_short_config_message(tmp_path):
     out = done.stdout + done.stderr
     assert "unknown key 'tile_sise' (did you mean 'tile_size'?)" in out
     assert len(out.splitlines()) < 40  # not the schema dump
+
+
+def test_a_mirror_page_saved_as_weights_is_refused_and_removed(file_server, tmp_path):
+    from noise2map.errors import CheckpointError
+    from noise2map.weights import CHECKPOINTS, LOCK, check_format, fetch, read_lock
+
+    name = "resnet50.imagenet.safetensors"
+    file_server.files[CHECKPOINTS[name].path] = b"<!DOCTYPE html><html><body>Sign in</body></html>"
+    cache = tmp_path / "cache"
+    with pytest.raises(CheckpointError, match=rf"{name} is an HTML/XML page .*it was removed"):
+        fetch([name], cache, base_url=file_server.url, quiet=True)
+    assert not (cache / name).exists() and name not in read_lock(cache)
+    assert not (cache / LOCK).exists() or name not in json.loads((cache / LOCK).read_text())
+    # each format by its own bytes
+    bad = {"a.safetensors": b"\xff" * 8 + b"{}", "b.safetensors": (2).to_bytes(8, "little") + b"[]",
+           "c.pth": b"GIF89a....", "d.json": b"[1, 2]", "e.json": b"{not json"}
+    for file, body in bad.items():
+        (tmp_path / file).write_bytes(body)
+        with pytest.raises(CheckpointError, match=rf"{file} is (not|JSON, but not)"):
+            check_format(tmp_path / file)
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "ok.safetensors"))
+    torch.save({"w": torch.zeros(2)}, tmp_path / "ok.pth")
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    for ok in ("ok.safetensors", "ok.pth", "ok.json"):
+        check_format(tmp_path / ok)

@@ -105,7 +105,11 @@ def test_a_manual_checkpoint_says_where_to_get_it_then_is_recorded(tmp_path):
     with pytest.raises(CheckpointError) as err:
         fetch([name], tmp_path, quiet=True)
     assert str(tmp_path / name) in str(err.value) and "VMamba README" in str(err.value)
-    (tmp_path / name).write_bytes(b"user supplied")
+    (tmp_path / name).write_bytes(b"user supplied")  # not a torch file: named, and left where it is
+    with pytest.raises(CheckpointError, match="not a torch checkpoint.*left in place"):
+        fetch([name], tmp_path, quiet=True)
+    assert (tmp_path / name).exists()
+    torch.save({"w": torch.zeros(1)}, tmp_path / name)
     lock = fetch([name], tmp_path, quiet=True)
     assert lock[name]["url"].startswith("user-supplied") and resolve(name, tmp_path) == tmp_path / name
 
