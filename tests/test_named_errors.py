@@ -178,3 +178,19 @@ def test_a_mirror_page_saved_as_weights_is_refused_and_removed(file_server, tmp_
     (tmp_path / "ok.json").write_text('{"a": 1}')
     for ok in ("ok.safetensors", "ok.pth", "ok.json"):
         check_format(tmp_path / ok)
+
+
+def test_outputs_get_the_users_file_mode_not_mkstemps_0600(tmp_path):
+    import os
+
+    from noise2map.io import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.csv", "x")
+        os.umask(0o027)
+        write_text(tmp_path / "b.csv", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.csv").stat().st_mode & 0o777 == 0o640
