@@ -5,7 +5,7 @@
     noise2map acquire DATASET --raw DIR [--downloads DIR] [--mirror URL] [--marker M]
                                                raw data in place: download/verify/extract, or say how
     noise2map data status [--config CFG]       per data set: present / verified / prepared / to do
-    noise2map prepare NAME --config CFG        raw layout → tile store
+    noise2map prepare NAME --config CFG [--marker M]  raw layout → tile store (built beside, then swapped in)
     noise2map pretrain --config CFG --output-dir DIR
     noise2map train --config CFG --task T --dataset D --model M --seed S [--pretrained PT] [--variant TEXT]
     noise2map train-multitask --config CFG --variant cd0p7ss1p3 --seed S --run-dir DIR [--pretrained PT]
@@ -105,6 +105,10 @@ def cmd_prepare(args) -> None:
     num = config["pretrain"]["num_images"] if args.name in PRETRAIN_DATASETS else None
     manifest = prepare(args.name, raw_dir(config), out, config["tile_size"], seed=config["seeds"][0], num_images=num,
                        options=preparation_options(config, args.name))
+    if args.marker:  # what the workflow waits for, written once the new store is in place
+        from noise2map.io import write_json
+
+        write_json(args.marker, {**manifest, "store": str(out)})
     counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
     print(f"{args.name}: {counts} → {out}")
 
@@ -362,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="turn a raw data set into its tile store")
     p.add_argument("name", help="spacenet7-ss, spacenet7-cd, whu-ss, whu-cd, xview2-ss, xview2-cd, aid, imagenet or majortom")
     p.add_argument("--config", required=True)
+    p.add_argument("--marker", help="write a copy of the manifest here once the new store is in place (the workflow's "
+                                    "<store>.prepared.json)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("pretrain", help="DDPM pretraining of the denoising UNet")

@@ -167,8 +167,12 @@ def store_base(store: str) -> str:
 
 
 def prepared_manifest(config: dict, dataset: str, task: str) -> str:
-    """The manifest a rule waits for: the store is complete once it exists."""
-    return str(prepared_dir(config, dataset, task) / "manifest.json")
+    """The marker a rule waits for: a copy of the store's manifest written beside the store
+    once the store is complete and swapped in. (Not the manifest itself: Snakemake deletes a
+    job's outputs before rerunning it, and a failing rerun would then leave the previous
+    store without its manifest.)"""
+    store = prepared_dir(config, dataset, task)
+    return str(store.parent / f"{store.name}.prepared.json")
 
 
 def prepared_dir(config: dict, dataset: str, task: str) -> Path:

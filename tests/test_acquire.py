@@ -163,7 +163,7 @@ def test_corrupt_archive_through_the_workflow_leaves_no_marker_and_no_prepared_s
     file_server.files[SN7] = sn7_archive
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--cores", "1", "--config", f"data_mirror={file_server.url}", "--",
-           "data/prepared/spacenet7-ss/manifest.json"]
+           "data/prepared/spacenet7-ss.prepared.json"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert file_server.requests == [(SN7, None)]
@@ -172,6 +172,7 @@ def test_corrupt_archive_through_the_workflow_leaves_no_marker_and_no_prepared_s
     assert f"expected {acq.SOURCES['spacenet7'].archives[0].md5}" in log
     assert not (tmp_path / "data" / "raw" / "spacenet7.ready.json").exists()
     assert not (tmp_path / "data" / "prepared" / "spacenet7-ss" / "manifest.json").exists()
+    assert not (tmp_path / "data" / "prepared" / "spacenet7-ss.prepared.json").exists()
     assert list((tmp_path / "data" / "downloads").iterdir()) == []
     _no_leftovers(tmp_path / "data" / "raw", "spacenet7")
 

@@ -146,6 +146,7 @@ def assert_tile_dataset_item(store: Path, split: str, index: int, expected: dict
 SN7_T = 16
 SN7_TRAIN = SPACENET7_SPLIT["train"][0]
 SN7_VAL = SPACENET7_SPLIT["val"][0]
+SN7_TEST = SPACENET7_SPLIT["test"][0]  # every split needs samples (an empty split is refused)
 # 2 x 3 whole tiles: a non-square mosaic, so a transposed grid cannot line up by chance
 SN7_SHAPE = (32, 48)
 # like a 1023 x 1025 mosaic at 256² tiles: nominal read 32 x 48, native floor 2 x 2 tiles
@@ -204,6 +205,7 @@ def test_spacenet7_ss_tiles_hold_the_polygons_and_pixels_at_their_grid_offset(tm
     odd = ramp(*SN7_ODD_SHAPE, blue=77)
     odd_rings = [l_ring(**SN7_L), rect_ring(x0=40, y0=27, x1=46, y1=33)]  # touches the odd last row
     write_sn7_month(raw, SN7_VAL, 2019, 5, odd, odd_rings)
+    write_sn7_month(raw, SN7_TEST, 2020, 1, ramp(*SN7_SHAPE, blue=5), [])
 
     store = tmp_path / "sn7ss"
     prepare("spacenet7-ss", raw, store, SN7_T, options=opts)
@@ -266,6 +268,8 @@ def test_spacenet7_cd_pairs_earlier_month_as_pre_and_xor_at_each_grid_offset(tmp
     odd_rings = {(2019, 5): [], (2019, 6): [rect_ring(x0=20, y0=17, x1=31, y1=22)]}
     for ym, img in odd.items():
         write_sn7_month(raw, SN7_VAL, *ym, img, odd_rings[ym])
+    for ym in ((2020, 1), (2020, 2)):
+        write_sn7_month(raw, SN7_TEST, *ym, ramp(*SN7_SHAPE, blue=5), [])
 
     store = tmp_path / "sn7cd"
     prepare("spacenet7-cd", raw, store, SN7_T, options=preparation_options(PAPER, "spacenet7-cd"))

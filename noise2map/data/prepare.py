@@ -36,6 +36,7 @@ import io
 import json
 import logging
 import re
+import shutil
 import warnings
 from datetime import date
 from pathlib import Path
@@ -270,6 +271,13 @@ def _finish(
     """Write every split's arrays and tiles.csv, then manifest.json last."""
     task = TASK_OF[name]
     summary = {}
+    empty = [split for split, acc in splits.items() if not acc.rows]
+    if empty:
+        raise DataFormatError(
+            f"{name}: split{'s' if len(empty) > 1 else ''} {', '.join(map(repr, empty))} would hold no "
+            f"samples (raw data in {sources.root}). Check that the raw files are all there, that the split lists match "
+            "the raw folders' names, and that the preparation filters (preparation.* in the preset) "
+            f"do not drop the whole split; nothing was written.{_why_empty(extra)}")
     for split, acc in splits.items():
         ids = [r[0] for r in acc.rows]
         if len(set(ids)) != len(ids):
@@ -306,6 +314,13 @@ def _finish(
     }
     write_json(out_dir / "manifest.json", manifest)
     return manifest
+
+
+def _why_empty(extra: dict) -> str:
+    """What the preparer set aside, for the empty-split message."""
+    notes = [f"{key}: {len(value)}" for key, value in extra.items()
+             if isinstance(value, (list, dict)) and value and key not in ("aois",)]
+    return f" Set aside: {'; '.join(notes)}." if notes else ""
 
 
 def _tiles(arr: np.ndarray, t: int) -> tuple[np.ndarray, int, int]:
@@ -1554,8 +1569,33 @@ def prepare(name: str, raw_root, out_dir, tile_size: int, seed: int = 0, num_ima
     """
     if name not in PREPARERS:
         raise UnknownNameError("prepared data set", name, PREPARERS)
-    return PREPARERS[name](Path(raw_root), Path(out_dir), tile_size, seed=seed, num_images=num_images,
-                           **(options or {}))
+    out_dir = Path(out_dir)
+    staging, old = _recover(out_dir)
+    try:
+        manifest = PREPARERS[name](Path(raw_root), staging, tile_size, seed=seed, num_images=num_images,
+                                   **(options or {}))
+    except BaseException:  # a bad raw file, a full disk, Ctrl-C: the previous store stays as it was
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return manifest
+
+
+def _recover(out_dir: Path) -> tuple[Path, Path]:
+    """The staging and retired folders beside ``out_dir``: a store is built in the first and
+    swapped in only when complete. Leftovers of a killed run are cleared first, and a store
+    retired just before a crash (the swap is two renames) is put back."""
+    staging, old = out_dir.parent / f".{out_dir.name}.staging", out_dir.parent / f".{out_dir.name}.old"
+    shutil.rmtree(staging, ignore_errors=True)
+    if old.exists():
+        if not out_dir.exists() and (old / "manifest.json").is_file():
+            old.rename(out_dir)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    return staging, old
 
 
 __all__ = [

@@ -45,7 +45,7 @@ rule prepare_dataset:
     input:
         raw=lambda wc: f"{DATA}/raw/{RAW_DIR_OF[store_base(wc.store)]}.ready.json",
     output:
-        f"{DATA}/prepared/{{store}}/manifest.json",
+        f"{DATA}/prepared/{{store}}.prepared.json",
     log:
         f"logs/{config['preset']}/prepare_dataset/{{store}}.log",
     benchmark:
@@ -58,4 +58,4 @@ rule prepare_dataset:
     message:
         "Preparing {wildcards.store} tiles"
     shell:
-        "noise2map prepare {params.name} --config {RESOLVED_CONFIG} > {log} 2>&1"
+        "noise2map prepare {params.name} --config {RESOLVED_CONFIG} --marker {output} > {log} 2>&1"
