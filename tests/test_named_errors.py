@@ -194,3 +194,16 @@ def test_outputs_get_the_users_file_mode_not_mkstemps_0600(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.csv").stat().st_mode & 0o777 == 0o640
+
+
+def test_damaged_acquisition_records_are_named(tmp_path):
+    from noise2map.data import acquire as acq
+
+    (tmp_path / acq.LOCK).write_text("{\"SN7")
+    with pytest.raises(DataFormatError, match=rf"{acq.LOCK} is not valid JSON .*run acquire again"):
+        acq.read_lock(tmp_path)
+    record = acq.manifest_path(tmp_path, "whu")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_bytes(b"\xff\xfe")
+    with pytest.raises(DataFormatError, match=r"is not a text file .*noise2map acquire whu"):
+        acq.read_manifest(tmp_path, "whu")
