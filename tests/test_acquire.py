@@ -389,6 +389,33 @@ def test_paper_workflow_plans_acquire_raw_for_every_raw_data_set(tmp_path):
     assert not (tmp_path / "data").exists()  # a dry run touches nothing
 
 
+def test_zip_members_that_leave_the_folder_or_link_are_refused_by_name(tmp_path):
+    import stat
+    import zipfile
+
+    from noise2map.data import extract as ex
+
+    def zipped(name, members):
+        path = tmp_path / f"{name}.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            for member, body, mode in members:
+                info = zipfile.ZipInfo(member)
+                info.external_attr = mode << 16
+                zf.writestr(info, body)
+        return path
+
+    plain = stat.S_IFREG | 0o644
+    ok = zipped("ok", [("d/a.txt", b"a", plain), ("d/b.txt", b"b", plain)])
+    assert ex.extract(ok, tmp_path / "ok") == 2 and (tmp_path / "ok/d/b.txt").read_bytes() == b"b"
+    for name, member, mode, why in (("dots", "../../evil.txt", plain, r"climbs out of the folder \('..'\)"),
+                                    ("abs", "/tmp/evil.txt", plain, "has an absolute path"),
+                                    ("link", "d/l", stat.S_IFLNK | 0o777, "'d/l' is a link")):
+        with pytest.raises(DataFormatError, match=f"{name}.zip: member .*{why}"):
+            ex.extract(zipped(name, [(member, b"/etc/passwd", mode)]), tmp_path / name)
+        assert list((tmp_path / name).rglob("*")) == []
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
 def test_a_plain_file_source_is_placed_not_extracted(file_server, tmp_path):
     shard = b"PAR1" + bytes(range(256)) * 64 + b"PAR1"  # stands in for a MAJOR-TOM parquet shard
     file_server.files["part_00001.parquet"] = shard
@@ -430,14 +457,14 @@ def test_tar_members_leaving_the_folder_are_refused(tmp_path, monkeypatch, data_
         info.type, info.linkname = tarfile.SYMTYPE, target
         return info, None
 
-    good = tar(tmp_path / "good.tar", [file("a/b.txt"), link("a/c.txt", "b.txt")])
+    good = tar(tmp_path / "good.tar", [file("a/b.txt"), file("a/c.txt")])
     assert ex.extract(good, tmp_path / "out") == 2 and (tmp_path / "out/a/b.txt").read_bytes() == b"x"
-    for name, members in (("dots", [file("../evil.txt")]), ("link", [link("a/l", "../../etc/passwd")]),
-                          ("abslink", [link("a/l", "/etc/passwd")])):
-        with pytest.raises(DataFormatError, match="is not a readable tar archive"):
-            ex.extract(tar(tmp_path / f"{name}.tar", members), tmp_path / name)
-    assert not (tmp_path / "evil.txt").exists()
-    # an absolute name lands inside the folder, its leading slash stripped
     absolute = tmp_path / "abs" / "evil.txt"
-    ex.extract(tar(tmp_path / "abs.tar", [file(str(absolute))]), tmp_path / "out2")
-    assert not absolute.exists() and (tmp_path / "out2" / str(absolute).lstrip("/")).is_file()
+    for name, members, why in (("dots", [file("../evil.txt")], r"climbs out of the folder \('..'\)"),
+                               ("link", [link("a/l", "../../etc/passwd")], "is a link"),
+                               ("abslink", [link("a/l", "/etc/passwd")], "is a link"),
+                               ("inlink", [file("a/b.txt"), link("a/c.txt", "b.txt")], "'a/c.txt' is a link"),
+                               ("abs", [file(str(absolute))], "has an absolute path")):
+        with pytest.raises(DataFormatError, match=f"{name}.tar: member .*{why}; a data archive holds plain files"):
+            ex.extract(tar(tmp_path / f"{name}.tar", members), tmp_path / name)
+    assert not (tmp_path / "evil.txt").exists() and not absolute.exists()

@@ -5,10 +5,11 @@ staging folder beside it (``<raw_root>/.<name>.extracting-<pid>``) and the finis
 tree is renamed into place in one ``os.rename``: a killed extraction leaves only the hidden
 staging folder (removed by the next run), never a half tree that looks complete.
 
-Members are checked as they are written: tar members go through Python's ``"data"`` filter
-(no absolute paths, no ``..``, no links leaving the folder, no device files), or, on the
-Pythons that predate it (3.10 < 3.10.12, 3.11 < 3.11.4: Debian 12's 3.11.2 among them), through
-the same checks here; zip member names are sanitised by :mod:`zipfile`.
+Members are checked as they are written: an absolute name, a ``..`` component, a link or a
+device member is refused by name, for zip as for tar (the data sets' archives hold plain
+files and folders only). Tar members also go through Python's ``"data"`` filter, or, on the
+Pythons that predate it (3.10 < 3.10.12, 3.11 < 3.11.4: Debian 12's 3.11.2 among them),
+through the same checks here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import gzip
 import lzma
 import os
 import shutil
+import stat
 import tarfile
 import zipfile
 import zlib
@@ -44,8 +46,35 @@ def _head(path: Path, n: int = 60) -> str:
         return fh.read(n).decode("latin-1").replace("\n", " ").strip()
 
 
+class UnsafeMember(Exception):
+    """A member a data archive has no business holding (see :func:`_refuse_unsafe`)."""
+
+
+def _refuse_unsafe(name: str, link: bool, special: bool = False) -> None:
+    """The data sets' archives hold plain files and folders: an absolute name, a ``..``
+    component, a link or a device member means a wrong or tampered archive, refused by name
+    (for zip as for tar) rather than silently rewritten."""
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeMember(f"member {name!r} has an absolute path")
+    if ".." in parts:
+        raise UnsafeMember(f"member {name!r} climbs out of the folder ('..')")
+    if link:
+        raise UnsafeMember(f"member {name!r} is a link")
+    if special:
+        raise UnsafeMember(f"member {name!r} is a device or FIFO")
+
+
+def _zip_is_link(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
 def _extract_member(archive, member, dest: Path) -> None:
     """Write one member (one seam, so tests can interrupt an extraction half-way)."""
+    if isinstance(archive, tarfile.TarFile):
+        _refuse_unsafe(member.name, member.issym() or member.islnk(), member.isdev())
+    else:
+        _refuse_unsafe(member.filename, _zip_is_link(member))
     if isinstance(archive, tarfile.TarFile):
         if HAS_DATA_FILTER:
             archive.extract(member, dest, filter="data")
@@ -113,6 +142,12 @@ def extract(path: Path, dest: Path) -> int:
             f"{_head(path)!r}. Fetch it again (a truncated download or a web page saved under the "
             "archive's name looks like this)."
         ) from exc
+    except UnsafeMember as exc:
+        raise DataFormatError(
+            f"{path}: {exc}; a data archive holds plain files and folders only, so this one is not the "
+            "data set's (or was tampered with): nothing was extracted into the raw folder. Fetch it again "
+            "from the source named in README.md."
+        ) from None
     if count == 0:
         raise DataFormatError(f"{path} is an empty {kind} archive; fetch it again.")
     return count
