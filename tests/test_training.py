@@ -64,14 +64,15 @@ def test_pretraining_starts_from_a_diffusers_folder(tmp_path):
 
 def test_resume_after_kill_matches_an_uninterrupted_run(config, tmp_path):
     """kill -9 a training once its first epoch-end checkpoint exists; the rerun resumes from
-    it and ends with the same test counts as a run never interrupted."""
+    it (traced: its first step is the checkpoint's, at the next epoch's first batch, and it
+    trains on the uninterrupted run's remaining batches only) and ends with the weights and
+    test counts of a run never interrupted."""
     import os
     import signal
     import subprocess
-    import sys
     import time
 
-    import yaml
+    import traced_cli
 
     config = {**config, "training": {**config["training"], "max_epochs": 12,
                                      "datasets": {"whu": {"ss": {"batch_size": 4},
@@ -80,12 +81,13 @@ def test_resume_after_kill_matches_an_uninterrupted_run(config, tmp_path):
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
 
-    def train(run):
-        return [sys.executable, "-m", "noise2map.cli", "train", "--config", str(cfg), "--task", "cd",
-                "--dataset", "whu", "--model", "fc-siam-conc", "--seed", "5", "--run-dir", str(run)]
+    def train(run):  # one thread in all three processes: the same sums in the same order
+        return traced_cli.command("train", "--config", str(cfg), "--task", "cd", "--dataset", "whu", "--model",
+                                  "fc-siam-conc", "--seed", "5", "--run-dir", str(run), "--threads", "1")
 
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(train(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed, trace = tmp_path / "killed", tmp_path / "trace"
+    proc = subprocess.Popen(train(killed), env=traced_cli.environment(trace), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     last = killed / "checkpoints" / "last.ckpt"
     deadline = time.time() + 600
     while not last.exists() and proc.poll() is None and time.time() < deadline:
@@ -94,9 +96,25 @@ def test_resume_after_kill_matches_an_uninterrupted_run(config, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert last.exists() and not (killed / "metrics.json").exists(), "the run was not killed mid-training"
-    subprocess.run(train(killed), check=True, capture_output=True)
-    subprocess.run(train(tmp_path / "whole"), check=True, capture_output=True)
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    # 19 pairs in batches of 4 = 5 batches; the demo's released accumulation (k = 2) trains on
+    # batches 2 and 4 alone: 2 steps an epoch, 24 in 12 epochs
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["done"] == 2  # an epoch end
+    assert state["global_step"] < 24, "last.ckpt first appeared after the last epoch: no epoch end wrote one"
+    resume = subprocess.run(train(killed), env=traced_cli.environment(trace), check=False, capture_output=True,
+                            text=True, timeout=600)
+    assert resume.returncode == 0, resume.stderr[-3000:]
+    assert f"Restoring states from the checkpoint path at {last}" in resume.stderr
+    whole = subprocess.run(train(tmp_path / "whole"), env=traced_cli.environment(tmp_path / "trace_whole"),
+                           check=False, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    uninterrupted = traced_cli.read_trace(tmp_path / "trace_whole")
+    assert len(uninterrupted) == 24 and uninterrupted[-1]["step"] == 23
+    traced_cli.assert_resumed(traced_cli.read_trace(trace), uninterrupted, state, resume.stderr, batches=2)
     assert _counts(killed).equals(_counts(tmp_path / "whole"))
+    resumed, fresh = (torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+                      ["state_dict"] for run in (killed, tmp_path / "whole"))
+    assert all(torch.equal(resumed[k], fresh[k]) for k in fresh)
 
 
 def test_val_selection_trains_on_the_rest_and_records_its_tiles(config, tmp_path):

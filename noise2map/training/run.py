@@ -247,7 +247,10 @@ def selection_checkpoints(ckpt_dir: Path):
 
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_weights_only=True,
                            enable_version_counter=False, save_on_train_epoch_end=False)
-    last = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False,
+    # Not save_top_k=0 + save_last: Lightning 2.6 then writes last.ckpt only where another
+    # checkpoint was saved, i.e. never before training ends. One unmonitored top-1 named
+    # "last" is rewritten at every epoch end (atomically, AtomicCheckpointIO).
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
                            save_on_train_epoch_end=True)
     return best, last
 

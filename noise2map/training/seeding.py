@@ -128,9 +128,18 @@ class ResumableEpochs(L.Callback):
         self.checkpoint_path, self.every_n_steps = checkpoint_path, every_n_steps
         self.signalled = 0
         self._previous: dict = {}
+        self._first_step = 0
 
     # signals: installed after the Trainer's own, which would stop mid-accumulation ------------
     def on_train_start(self, trainer, pl_module) -> None:
+        # The checkpoint and the loader's position are restored by now: say where this process
+        # starts, and (on_train_end) how many steps it took, so a log tells a resume from a restart.
+        self._first_step = trainer.global_step
+        if trainer.ckpt_path and trainer.global_rank == 0:
+            # (an epoch-end checkpoint restores no loader position: the next epoch starts at 0)
+            s = self.sampler
+            log.info("resumed from %s at optimiser step %d: epoch %d from batch %d of %d", trainer.ckpt_path,
+                     trainer.global_step, trainer.current_epoch, s.done if s.resumed else 0, len(s))
         for sig in self.SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
@@ -144,6 +153,8 @@ class ResumableEpochs(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._restore_signals()
+        if trainer.global_rank == 0:
+            log.info("this process took optimiser steps %d to %d", self._first_step, trainer.global_step)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self._restore_signals()
