@@ -32,14 +32,27 @@ DEMO = ROOT / "workflow/config/demo.yaml"
 # ---------------------------------------------------------------------------------------------
 def test_ddp_rank_slices_make_up_the_one_process_batches():
     one = list(GlobalBatchSampler(19, 4, seed=3))
-    for world in (2, 4):
+    # a last global batch of 3 cannot feed 4 ranks: merged into the one before, on every rank
+    merged = one[:-2] + [one[-2] + one[-1]]
+    for world, expected in ((2, one), (4, merged)):
         ranks = [list(GlobalBatchSampler(19, 4, seed=3, rank=r, world_size=world)) for r in range(world)]
         assert len({len(r) for r in ranks}) == 1  # every rank takes the same number of steps
+        assert len(ranks[0]) == len(expected)
         for step in range(len(ranks[0])):
-            assert sorted(sum((r[step] for r in ranks), [])) == sorted(one[step])
+            assert sorted(sum((r[step] for r in ranks), [])) == sorted(expected[step])
     assert [len(b) for b in one] == [4, 4, 4, 4, 3]
-    # a last global batch of 3 cannot feed 4 ranks: dropped on every rank alike
-    assert len(list(GlobalBatchSampler(19, 4, seed=3, rank=0, world_size=4))) == 4
+
+
+def test_a_last_batch_of_one_joins_the_batch_before_it():
+    """BatchNorm cannot train on one sample (ChangeFormer-v6 on the WHU-CD validation carve
+    stopped on it): 9 samples in batches of 4 give 4 + 5, every sample kept, on any N."""
+    batches = list(GlobalBatchSampler(9, 4, seed=0))
+    assert [len(b) for b in batches] == [4, 5] and sorted(sum(batches, [])) == list(range(9))
+    two = [list(GlobalBatchSampler(9, 4, seed=0, rank=r, world_size=2)) for r in range(2)]
+    assert [[len(s) for s in r] for r in two] == [[2, 3], [2, 2]]
+    assert [sorted(a + b) for a, b in zip(*two)] == [sorted(b) for b in batches]
+    assert [len(b) for b in GlobalBatchSampler(8, 4, seed=0)] == [4, 4]  # nothing to merge
+    assert [len(b) for b in GlobalBatchSampler(1, 4, seed=0)] == [1]  # a single batch stays
 
 
 def test_ddp_global_batch_must_split_evenly():

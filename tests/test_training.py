@@ -137,3 +137,18 @@ def test_ablation_run_uses_its_variant_and_half_the_training_scenes(config, tmp_
     n_train = len(pd.read_csv(prepared_dir(config, "whu", "cd") / "train" / "tiles.csv"))
     batches = -(-(-(-n_train // 2)) // config["training"]["datasets"]["whu"]["cd"]["batch_size"])
     assert steps == -(-batches // config["training"]["grad_accumulation"])  # one epoch over half the scenes
+
+
+def test_a_batchnorm_model_trains_where_the_last_batch_would_hold_one_sample(tmp_path):
+    """19 WHU-CD training pairs in batches of 2 leave one sample over: merged into the batch
+    before it, ChangeFormer-v6's BatchNorm never sees a batch of one (it raised "Expected more
+    than 1 value per channel" on the demo's validation carve)."""
+    from conftest import whu_cd_demo_store
+
+    from noise2map.config import deep_merge
+
+    config = deep_merge(whu_cd_demo_store(tmp_path), {
+        "training": {"accumulation": "sum", "grad_accumulation": 1,
+                     "datasets": {"whu": {"cd": {"batch_size": 2, "max_epochs": 1}}}}})
+    metrics = train_run(config, "cd", "whu", "changeformer-v6", 0, tmp_path / "run", threads=1)
+    assert metrics["num_test_tiles"] == 5 and metrics["tp"] + metrics["fp"] + metrics["fn"] + metrics["tn"] > 0

@@ -40,8 +40,9 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     Global batch i is ``perm[i*B:(i+1)*B]``; rank r of N takes the r-th of N near-equal
     slices, so the union over ranks of every step is the batch one process would see. A last
-    global batch too short to give every rank a sample is dropped (DDP needs the same number
-    of steps on every rank). ``done`` counts the batches of the current epoch already
+    global batch of one sample, or too short to give every rank one, is merged into the batch
+    before it (BatchNorm cannot train on one sample; DDP needs the same number of steps on
+    every rank). ``done`` counts the batches of the current epoch already
     trained (kept up to date by :class:`ResumableEpochs`); a resumed epoch skips them.
 
     Args:
@@ -71,8 +72,10 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
         else:
             order = list(range(self.n))
         batches = [order[i:i + self.global_batch] for i in range(0, self.n, self.global_batch)]
-        if batches and len(batches[-1]) < self.world_size:
-            batches.pop()
+        if len(batches) > 1 and len(batches[-1]) < max(2, self.world_size):
+            # a last batch of one sample (or too few for every rank to get one) joins the one
+            # before it: BatchNorm cannot train on a batch of one, and no sample is dropped
+            batches[-2:] = [batches[-2] + batches[-1]]
         # The released loop backpropagates only batch i with (i + 1) % k == 0 and drops the
         # others' losses: training on every k-th batch alone is the same run, without their
         # wasted forward passes (they move no weight; a BatchNorm model's running statistics
