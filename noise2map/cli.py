@@ -182,7 +182,7 @@ def cmd_tables(args) -> None:
         table = write_ablation_table(args.table, args.metrics, Path(args.output), args.variants, args.num_images)
     elif args.table == "table1":
         table = write_table1(args.metrics, Path(args.output), resamples=args.resamples,
-                             bootstrap_seed=args.bootstrap_seed)
+                             bootstrap_seed=args.bootstrap_seed, config=_config(args.config) if args.config else None)
     else:
         table = write_selection_delta(args.metrics, Path(args.output))
     print(f"{args.table}: {len(table)} rows → {args.output}")
@@ -428,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", help="ablation tables: the variant of each metrics file, in order "
                    "(default: the folder under ablations/<table>/)")
     p.add_argument("--num-images", type=int, help="Table III: images per pretraining sample, for the note")
+    p.add_argument("--config", help="table1: refuse runs whose settings fingerprint is not what this preset gives")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("fidelity", help="the preset against the paper text and the released code, point by point")

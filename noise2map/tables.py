@@ -20,7 +20,7 @@ from noise2map.rank import rank_models
 
 TABLE1_COLUMNS = ["task", "model", "params_m", "dataset", *METRICS, "rank", "seed", "preset", *COUNTS,
                   *(f"{m}_pos" for m in METRICS), "model_key", "paper_model", "variant", "ranked", "rank_all", "paper_params_m",
-                  "num_test_tiles", "selected_on", "evaluated_on"]
+                  "num_test_tiles", "selected_on", "evaluated_on", "fingerprint"]
 PAPER_TABLE1 = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper_table1.csv"
 TASK_ORDER = {"ss": 0, "cd": 1}
 
@@ -174,8 +174,26 @@ def _paper_value(paper_idx, task, model, dataset, column):
     return rows[column].get(dataset)
 
 
+def check_fingerprints(metric_paths, config: dict) -> None:
+    """Refuse a run trained with other settings than ``config`` gives now (copied in by hand,
+    or left from an earlier preset): its fingerprint is not the one the preset would produce."""
+    from noise2map.training.run import run_fingerprint
+
+    for path in metric_paths:
+        row = json.loads(Path(path).read_text())
+        if not row.get("fingerprint") or not row.get("dataset_key"):
+            raise DataFormatError(f"{path} has no settings fingerprint (a run from before the suite recorded "
+                                  "one): rerun it so that its settings can be checked against the preset")
+        expected = run_fingerprint(config, row["task"], row["dataset_key"], row["model_key"], row["seed"],
+                                   row.get("variant"))
+        if row["fingerprint"] != expected:
+            raise DataFormatError(f"{path} is stale: its settings fingerprint {row['fingerprint']} is not the "
+                                  f"{expected} that preset `{config['preset']}` gives now (another preset, or a "
+                                  "run copied in by hand); rerun it, or remove it from the table's inputs")
+
+
 def write_table1(metric_paths, csv_path: Path, md_path: Path | None = None, paper_csv: Path = PAPER_TABLE1,
-                 resamples: int = 1000, bootstrap_seed: int = 0) -> pd.DataFrame:
+                 resamples: int = 1000, bootstrap_seed: int = 0, config: dict | None = None) -> pd.DataFrame:
     """Build Table I from run metrics and write the CSV and its Markdown, atomically.
 
     Where every run's ``tile_counts.csv`` lies beside its metrics.json, also writes
@@ -183,6 +201,8 @@ def write_table1(metric_paths, csv_path: Path, md_path: Path | None = None, pape
     flags) and ``rank_stability.csv`` (rank intervals) beside the table.
     """
     metrics = collect_metrics(metric_paths)
+    if config is not None:
+        check_fingerprints(metric_paths, config)
     table = build_table1(metrics)
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")

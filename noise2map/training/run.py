@@ -164,8 +164,43 @@ def write_run_config(config: dict, run: Path, write: bool = True, **run_fields) 
 
 
 def execution_fields(execution: dict) -> dict:
-    """The execution record as fields of the run's config.yaml (``run:`` block)."""
-    return {"num_threads": execution["num_threads"], "device": execution["device"]}
+    """The execution record as fields of the run's config.yaml (``run:`` block), with the
+    library versions and the device's CUDA / cuDNN that produced the run."""
+    return {"num_threads": execution["num_threads"], "device": execution["device"], "versions": library_versions()}
+
+
+LIBRARIES = ("torch", "diffusers", "segmentation-models-pytorch", "timm", "lightning", "torchmetrics")
+
+
+def library_versions() -> dict:
+    """python, the libraries a result depends on, and CUDA / cuDNN where torch has them."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    out["cuda"] = torch.version.cuda
+    out["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return out
+
+
+def run_fingerprint(config: dict, task: str, dataset: str, model_key: str, seed: int,
+                    variant: str | None = None) -> str:
+    """A hash of what determines a run's result: its settings as the workflow sees them
+    (``run_settings``), the tile store it reads, the seed and its variant. Table I refuses a
+    run whose fingerprint is not what the preset gives now (a stale run)."""
+    import hashlib
+    import json
+
+    from noise2map.config import run_settings, store_name
+
+    payload = {"settings": run_settings(config, task, dataset, model_key), "seed": int(seed), "variant": variant,
+               "store": store_name(config, f"{dataset}-{task}")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _rank() -> int:
@@ -195,7 +230,8 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     fields = {"task": task, "dataset": dataset, "model": model_key, "seed": seed,
-              "pretrained_unet": str(pretrained_unet) if pretrained_unet else None, **variant_fields(model_key, variant)}
+              "pretrained_unet": str(pretrained_unet) if pretrained_unet else None, **variant_fields(model_key, variant),
+              "fingerprint": run_fingerprint(config, task, dataset, model_key, seed, variant)}
     if _rank() == 0:
         _discard_stale_checkpoints(run, config, fields)
     ckpt_dir = run / "checkpoints"
@@ -429,6 +465,8 @@ def _write_metrics(run: Path, config: dict, module, counts: pd.DataFrame, checkp
     metrics = {
         "task": spec.task, "model": fields.get("display_name") or spec.name, "model_key": spec.key,
         "paper_model": spec.name, "variant": fields.get("variant"), "ranked": not fields.get("variant"),
+        "dataset_key": fields.get("dataset") or _dataset_from_run(run), "fingerprint": fields.get("fingerprint"),
+        "versions": fields.get("versions"), "device": fields.get("device"),
         "dataset": DATASET_NAMES[fields.get("dataset") or _dataset_from_run(run)],
         "seed": fields.get("seed"), "preset": config["preset"], "model_size": config["model_size"],
         "params_m": round(sum(p.numel() for p in module.model.parameters()) / 1e6, 3),

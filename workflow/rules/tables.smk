@@ -19,7 +19,7 @@ rule write_table1:
         "Writing Table I with seeds, intervals and rank stability ({config[preset]} preset)"
     shell:
         "noise2map tables table1 --output {output.csv} --resamples {params.bootstrap[resamples]}"
-        " --bootstrap-seed {params.bootstrap[seed]} {input.metrics} > {log} 2>&1"
+        " --bootstrap-seed {params.bootstrap[seed]} --config {RESOLVED_CONFIG} {input.metrics} > {log} 2>&1"
 
 
 rule write_ablation_table:
