@@ -226,6 +226,10 @@ def build_ablation_table(table: str, metrics: pd.DataFrame, variant_of: list[str
                        for s, t in zip(out["setting"], out["task"])]
     out["delta_f1"] = out["f1"] - out["paper_f1"].astype(float)
     out["same_counts_as"] = _same_counts(runs, out)
+    if "fingerprint" in runs:  # the runs behind each row (one per seed), as Table I carries them
+        prints = runs.groupby(["variant", "task"], sort=False)["fingerprint"].agg(
+            lambda f: ";".join(str(x) for x in f if isinstance(x, str)))
+        out["fingerprints"] = [prints.get((v, t), "") for v, t in zip(out["variant"], out["task"])]
     return out
 
 

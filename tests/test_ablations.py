@@ -218,3 +218,12 @@ def test_identical_settings_are_stated_only_when_their_counts_are():
                                                           list(distinct["variant"])), "test")
     assert "No two settings of a task have identical confusion counts in every seed." in md
     assert "identical for one seed" not in md
+
+
+def test_ablation_rows_carry_the_fingerprints_of_their_runs():
+    from noise2map.ablations import build_ablation_table
+
+    runs = _runs([("ddim", "ss", 0, 5, 2, 3, 90), ("ddim", "ss", 1, 6, 2, 3, 89), ("heun", "ss", 0, 1, 9, 7, 83)])
+    runs["fingerprint"] = ["aaaa", "bbbb", "cccc"]
+    rows = build_ablation_table("table5", runs.drop(columns="variant"), list(runs["variant"]))
+    assert rows.set_index("variant")["fingerprints"].to_dict() == {"ddim": "aaaa;bbbb", "heun": "cccc"}
