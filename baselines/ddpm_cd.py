@@ -95,6 +95,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from noise2map.keyed_random import keyed_normal, keyed_uniform, substream_keys
+
 from baselines import ModelSpec
 
 # --------------------------------------------------------------------------- configurations
@@ -710,8 +712,6 @@ class DDPMCD(nn.Module):
 
     def _noised_keyed(self, x: torch.Tensor, t: int, keys: torch.Tensor):
         """``_noised`` with each sample's level and noise drawn from its own key."""
-        from noise2map.keyed_random import keyed_normal, keyed_uniform, substream_keys
-
         prev = self.schedule.sqrt_alphas_cumprod_prev
         lo, hi = prev[t - 1], prev[t]
         level = (lo + (hi - lo) * keyed_uniform(keys).cpu()).float().to(x.device)
@@ -726,8 +726,6 @@ class DDPMCD(nn.Module):
         n_t, keep = len(self.time_steps), self.head.feat_scales
         with torch.no_grad():
             if noise_keys is not None:
-                from noise2map.keyed_random import substream_keys
-
                 noised = [self._noised_keyed(x, t, substream_keys(noise_keys, 2 * j + d))
                           for j, t in enumerate(self.time_steps) for d, x in enumerate((pre, post))]
             else:  # official order of the draws: for each t, date A then date B

@@ -174,18 +174,18 @@ def _paper_value(paper_idx, task, model, dataset, column):
     return rows[column].get(dataset)
 
 
-def check_fingerprints(metric_paths, config: dict) -> None:
+def check_fingerprints(metrics: pd.DataFrame, metric_paths, config: dict) -> None:
     """Refuse a run trained with other settings than ``config`` gives now (copied in by hand,
-    or left from an earlier preset): its fingerprint is not the one the preset would produce."""
+    or left from an earlier preset): its fingerprint is not the one the preset would produce.
+    ``metrics``: :func:`collect_metrics` of ``metric_paths``, row for row."""
     from noise2map.training.run import run_fingerprint
 
-    for path in metric_paths:
-        row = json.loads(Path(path).read_text())
-        if not row.get("fingerprint") or not row.get("dataset_key"):
+    for path, row in zip(metric_paths, metrics.to_dict("records")):
+        if not isinstance(row.get("fingerprint"), str) or not isinstance(row.get("dataset_key"), str):
             raise DataFormatError(f"{path} has no settings fingerprint (a run from before the suite recorded "
                                   "one): rerun it so that its settings can be checked against the preset")
-        expected = run_fingerprint(config, row["task"], row["dataset_key"], row["model_key"], row["seed"],
-                                   row.get("variant"))
+        variant = row["variant"] if isinstance(row.get("variant"), str) else None
+        expected = run_fingerprint(config, row["task"], row["dataset_key"], row["model_key"], row["seed"], variant)
         if row["fingerprint"] != expected:
             raise DataFormatError(f"{path} is stale: its settings fingerprint {row['fingerprint']} is not the "
                                   f"{expected} that preset `{config['preset']}` gives now (another preset, or a "
@@ -202,7 +202,7 @@ def write_table1(metric_paths, csv_path: Path, md_path: Path | None = None, pape
     """
     metrics = collect_metrics(metric_paths)
     if config is not None:
-        check_fingerprints(metric_paths, config)
+        check_fingerprints(metrics, metric_paths, config)
     table = build_table1(metrics)
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
