@@ -129,7 +129,7 @@ def cmd_train(args) -> None:
     if args.selection:
         config["selection"] = args.selection
     if args.ablation:
-        from noise2map.ablations import ablation_config
+        from noise2map.reporting.ablations import ablation_config
 
         config = ablation_config(config, *args.ablation.split("/", 1))
     run = Path(args.run_dir) if args.run_dir else run_dir(config, args.task, args.dataset, args.model, args.seed)
@@ -141,7 +141,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_train_multitask(args) -> None:
-    from noise2map.ablations import ablation_config, lambdas_of
+    from noise2map.reporting.ablations import ablation_config, lambdas_of
     from noise2map.training.multitask import multitask_run
 
     config = ablation_config(_config(args.config), "multitask", args.variant)
@@ -173,11 +173,11 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_tables(args) -> None:
-    from noise2map.ablations import TABLES as ABLATION_TABLES
-    from noise2map.tables import write_selection_delta, write_table1
+    from noise2map.reporting.ablations import TABLES as ABLATION_TABLES
+    from noise2map.reporting.tables import write_selection_delta, write_table1
 
     if args.table in ABLATION_TABLES:
-        from noise2map.ablations import write_ablation_table
+        from noise2map.reporting.ablations import write_ablation_table
 
         table = write_ablation_table(args.table, args.metrics, Path(args.output), args.variants, args.num_images)
     elif args.table == "table1":
@@ -189,7 +189,7 @@ def cmd_tables(args) -> None:
 
 
 def cmd_fidelity(args) -> None:
-    from noise2map.fidelity import write_fidelity
+    from noise2map.reporting.fidelity import write_fidelity
 
     config = _config(args.config) if args.config else _config_default()
     table = write_fidelity(config, Path(args.output))
@@ -198,7 +198,7 @@ def cmd_fidelity(args) -> None:
 
 
 def cmd_figures(args) -> None:
-    from noise2map import figures
+    from noise2map.reporting import figures
 
     if args.figure == "fig4":
         paths = figures.figure4(args.runs, args.output, n=args.tiles)
@@ -212,7 +212,7 @@ def cmd_figures(args) -> None:
 def cmd_bench(args) -> None:
     from noise2map.bench.efficiency import efficiency_markdown, efficiency_table
     from noise2map.io import atomic_path, write_text
-    from noise2map.tables import PAPER_TABLE1
+    from noise2map.reporting.tables import PAPER_TABLE1
 
     config = _config(args.config) if args.config else None
     size = args.size or (config["model_size"] if config else "paper")
@@ -310,7 +310,7 @@ def cmd_weights(args) -> None:
 def cmd_rank(args) -> None:
     from noise2map.errors import DataNotFoundError
     from noise2map.io import atomic_path
-    from noise2map.rank import rank_models, read_score_table
+    from noise2map.evaluation.rank import rank_models, read_score_table
 
     if not Path(args.csv).is_file():
         raise DataNotFoundError(f"{args.csv} does not exist")
@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", help="pretrained UNet state dict (Noise2Map only)")
     p.add_argument("--run-dir", help="default: <results_dir>/runs/<task>/<dataset>/<model>/seed<k>")
     p.add_argument("--selection", choices=["released", "val"], help="checkpoint selection (default: the config's)")
-    p.add_argument("--ablation", metavar="TABLE/VARIANT", help="an ablation variant, e.g. table4/T500 (noise2map.ablations)")
+    p.add_argument("--ablation", metavar="TABLE/VARIANT", help="an ablation variant, e.g. table4/T500 (noise2map.reporting.ablations)")
     p.add_argument("--variant", metavar="TEXT",
                    help='a Table I row beside the model\'s, out of the rank, e.g. "released aid-10k backbone"')
     _add_threads(p)

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from baselines import build_model, count_params
-from noise2map.ablations import (BASE, PAPER_ABLATIONS, ablation_config, lambda_variant, lambdas_of, paper_setting,
+from noise2map.reporting.ablations import (BASE, PAPER_ABLATIONS, ablation_config, lambda_variant, lambdas_of, paper_setting,
                                  pretraining, run_of, run_paths, table_runs, variant_tasks, variants,
                                  write_ablation_table)
 from noise2map.config import load_config
 from noise2map.data.selection import scene_of, scene_subset
 from noise2map.errors import UnknownNameError
-from noise2map.metrics import scores_from_counts
+from noise2map.evaluation.metrics import scores_from_counts
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_rows_from_the_shared_base_run_and_degenerate_flags(tmp_path):
 
 
 def test_table3_released_rows_fine_tune_the_published_backbones(paper):
-    from noise2map.ablations import build_ablation_table, pretrained_unet
+    from noise2map.reporting.ablations import build_ablation_table, pretrained_unet
     from noise2map.config import deep_merge
 
     assert pretrained_unet(paper, "table3", "releasedsat2gen") == "results/pretrain/released/sat2gen/noise2map_unet.pt"
@@ -196,7 +196,7 @@ def _runs(rows):
 
 
 def test_identical_settings_are_stated_only_when_their_counts_are():
-    from noise2map.ablations import ablation_markdown, build_ablation_table
+    from noise2map.reporting.ablations import ablation_markdown, build_ablation_table
 
     same = [(v, t, s, 5 + s, 2, 3, 90 - s) for v in ("ddim", "ddpm", "pndm") for t in ("ss", "cd") for s in (0, 1)]
     heun = [("heun", t, s, 1, 9, 7, 83) for t in ("ss", "cd") for s in (0, 1)]
@@ -221,7 +221,7 @@ def test_identical_settings_are_stated_only_when_their_counts_are():
 
 
 def test_ablation_rows_carry_the_fingerprints_of_their_runs():
-    from noise2map.ablations import build_ablation_table
+    from noise2map.reporting.ablations import build_ablation_table
 
     runs = _runs([("ddim", "ss", 0, 5, 2, 3, 90), ("ddim", "ss", 1, 6, 2, 3, 89), ("heun", "ss", 0, 1, 9, 7, 83)])
     runs["fingerprint"] = ["aaaa", "bbbb", "cccc"]

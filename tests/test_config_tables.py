@@ -10,8 +10,8 @@ import yaml
 from baselines import MODELS
 from noise2map.config import SCHEMA_PATH, load_config, task_settings, validate_config
 from noise2map.errors import ConfigError, DataFormatError
-from noise2map.metrics import scores_from_counts
-from noise2map.tables import PAPER_TABLE1, table1_markdown, write_table1
+from noise2map.evaluation.metrics import scores_from_counts
+from noise2map.reporting.tables import PAPER_TABLE1, table1_markdown, write_table1
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "workflow" / "config" / "demo.yaml"

@@ -25,7 +25,8 @@ from noise2map.data import (
     generate_all,
     prepare,
 )
-from noise2map.data.prepare import SPACENET7_SPLIT, resize_bilinear_cv2
+from noise2map.data.preparers.common import resize_bilinear_cv2
+from noise2map.data.preparers.spacenet7 import SPACENET7_SPLIT
 from noise2map.errors import ConfigError, DataFormatError, DataNotFoundError, UnknownNameError
 
 T = 32
@@ -333,6 +334,31 @@ def test_xview2(prepared, raw):
         for i, r in enumerate(read_ids(dcd, split)):
             j = ss_ids.index(r["tile_id"])
             assert np.array_equal(cd_pre[i], ss_img[j]) and np.array_equal(cd_labels[i], ss_labels[j])
+
+
+def test_xbd_wkt_polygons_read_by_shapely(tmp_path):
+    """Polygons with holes, multipolygons, Z coordinates and EMPTY as xBD writes them; anything
+    else is a named error. The rasterised mask keeps the hole and both parts."""
+    from rasterio.features import rasterize
+
+    from noise2map.data.preparers.xview2 import _wkt_polygons
+
+    where = tmp_path / "label.json"
+    ring = "(1 1, 9 1, 9 9, 1 9, 1 1)"
+    hole = "(4 4, 6 4, 6 6, 4 6, 4 4)"
+    (poly,) = _wkt_polygons(f"POLYGON ({ring}, {hole})", where)
+    assert poly["type"] == "Polygon" and len(poly["coordinates"]) == 2
+    assert poly["coordinates"][0][1] == (9.0, 1.0)
+    parts = _wkt_polygons("MULTIPOLYGON Z (((1 1 5, 9 1 5, 9 9 5, 1 1 5)), ((12 12 0, 14 12 0, 14 14 0, 12 12 0)))", where)
+    assert [len(p["coordinates"][0][0]) for p in parts] == [2, 2]  # Z dropped
+    assert _wkt_polygons("POLYGON EMPTY", where) == []
+    mask = rasterize([(g, 1) for g in _wkt_polygons(f"POLYGON ({ring}, {hole})", where)], out_shape=(16, 16))
+    assert mask.sum() == 8 * 8 - 2 * 2 and mask[5, 5] == 0 and mask[2, 2] == 1
+    for bad, what in [("POLYGON ((1 1, 2 x, 1 1))", "cannot be read"), ("LINESTRING (0 0, 1 1)", "is not a POLYGON"),
+                      (None, "is not a POLYGON"), ("POLYGON ((1 1, 2 2))", "cannot be read")]:
+        with pytest.raises(DataFormatError, match=what) as err:
+            _wkt_polygons(bad, where)
+        assert str(where) in str(err.value)
 
 
 def test_aid(prepared, raw, tmp_path):

@@ -4,7 +4,7 @@ corrected preset departs from it exactly where it fixes a defect."""
 import pandas as pd
 
 from noise2map.config import deep_merge, load_config
-from noise2map.fidelity import POINTS, fidelity_table, write_fidelity
+from noise2map.reporting.fidelity import POINTS, fidelity_table, write_fidelity
 
 PAPER, DEMO, CORRECTED = (f"workflow/config/{p}.yaml" for p in ("paper", "demo", "corrected"))
 
@@ -27,7 +27,7 @@ def test_paper_preset_matches_the_release_on_every_switch(monkeypatch):
     assert released.loc["Fine-tuned backbone", "preset_value"] == "released aid-10k"
     assert released["matches_release"].all()
     # what cannot be switched yet is listed, and never counted as matching
-    from noise2map import fidelity
+    from noise2map.reporting import fidelity
 
     monkeypatch.setattr(fidelity, "POINTS", [*POINTS, fidelity.Point("Unswitched", "-", "-", None, suite="ours")])
     unswitched = _rows(load_config(PAPER))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
 
-from noise2map import figures
+from noise2map.reporting import figures
 from noise2map.errors import ConfigError
 
 DEMO = "workflow/config/demo.yaml"

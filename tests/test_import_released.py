@@ -14,7 +14,7 @@ from torch import nn
 from noise2map.config import prepared_dir
 from noise2map.data import TileDataset
 from noise2map.errors import CheckpointError
-from noise2map.metrics import tile_counts
+from noise2map.evaluation.metrics import tile_counts
 from noise2map.models.noise2map import church_config
 from noise2map.training.released import import_released, released_state_dict
 

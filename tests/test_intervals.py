@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from scipy.stats import bootstrap as scipy_bootstrap
 
-from noise2map.intervals import _replicate_ranks, bootstrap, cell_intervals, class_mean_scores, places
-from noise2map.metrics import scores_from_counts
-from noise2map.rank import rank_models
-from noise2map.tables import write_table1
+from noise2map.evaluation.intervals import _replicate_ranks, bootstrap, cell_intervals, class_mean_scores, places
+from noise2map.evaluation.metrics import scores_from_counts
+from noise2map.evaluation.rank import rank_models
+from noise2map.reporting.tables import write_table1
 
 
 def test_class_mean_scores_equal_the_metric_module():

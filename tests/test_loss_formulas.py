@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from noise2map.intervals import bootstrap, class_mean_scores
+from noise2map.evaluation.intervals import bootstrap, class_mean_scores
 from noise2map.keyed_random import keyed_normal, keyed_randint
 
 

@@ -9,8 +9,8 @@ import torch
 from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_score
 
 from noise2map.cli import main
-from noise2map.metrics import scores_from_counts, tile_counts
-from noise2map.rank import rank_models
+from noise2map.evaluation.metrics import scores_from_counts, tile_counts
+from noise2map.evaluation.rank import rank_models
 
 PAPER = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper_table1.csv"
 

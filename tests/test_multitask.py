@@ -129,7 +129,7 @@ def test_a_zero_lambda_leaves_that_heads_convs_without_gradient():
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
-    from noise2map.ablations import ablation_config
+    from noise2map.reporting.ablations import ablation_config
     from noise2map.config import load_config, prepared_dir
     from noise2map.data import generate, prepare
 

@@ -103,7 +103,7 @@ def test_rank_refuses_what_it_cannot_rank(tmp_path, capsys, content, message):
 
 
 def test_tables_refuse_counts_that_are_not_integers(tmp_path):
-    from noise2map.tables import collect_metrics
+    from noise2map.reporting.tables import collect_metrics
 
     row = {"task": "cd", "model": "M", "dataset": "WHU", "seed": 0, "tp": "88", "fp": 1, "fn": 1, "tn": 10}
     (tmp_path / "metrics.json").write_text(json.dumps(row))
@@ -120,7 +120,7 @@ def test_tables_refuse_counts_that_are_not_integers(tmp_path):
 def test_tile_counts_that_are_not_counts_are_named(tmp_path):
     import pandas as pd
 
-    from noise2map.intervals import load_tile_counts
+    from noise2map.evaluation.intervals import load_tile_counts
 
     metrics = pd.DataFrame([{"task": "cd", "model": "M", "dataset": "WHU", "seed": 0}])
     (tmp_path / "tile_counts.csv").write_text("tile_id,tp,fp,fn,tn\na,1.5,0,0,1\n")

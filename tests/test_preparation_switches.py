@@ -12,7 +12,9 @@ from rasterio.enums import Resampling
 
 from noise2map.config import load_config, preparation_options, prepared_dir, store_base, store_name
 from noise2map.data import generate, prepare
-from noise2map.data.prepare import SPACENET7_SPLIT, nominal_size, resize_mask_truncated, resize_nearest_gdal
+from noise2map.data.preparers.common import resize_nearest_gdal
+from noise2map.data.preparers.spacenet7 import SPACENET7_SPLIT, nominal_size
+from noise2map.data.preparers.whu import resize_mask_truncated
 from noise2map.errors import ConfigError
 
 PAPER, CORRECTED = "workflow/config/paper.yaml", "workflow/config/corrected.yaml"

@@ -27,7 +27,8 @@ from rasterio.enums import Resampling
 
 from noise2map.config import load_config, preparation_options
 from noise2map.data import TileDataset, prepare
-from noise2map.data.prepare import SPACENET7_SPLIT, WHU_DIRNAME
+from noise2map.data.preparers.common import WHU_DIRNAME
+from noise2map.data.preparers.spacenet7 import SPACENET7_SPLIT
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = load_config(ROOT / "workflow/config/paper.yaml")

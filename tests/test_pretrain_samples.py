@@ -16,7 +16,7 @@ import rasterio
 from PIL import Image
 
 from noise2map.data import PREPARED_DATASETS, PREPARERS, RAW_DIR_OF, TASK_OF, TileDataset, generate, prepare
-from noise2map.data.prepare import s2l2a_to_uint8
+from noise2map.data.preparers.majortom import s2l2a_to_uint8
 from noise2map.data.synthetic import DATASETS, SIZES, geotiff_bytes, s2l2a_thumbnail, write_parquet
 from noise2map.errors import ConfigError, DataFormatError, DataNotFoundError
 

@@ -11,7 +11,7 @@ from conftest import whu_cd_demo_store
 
 from noise2map.config import deep_merge
 from noise2map.errors import DataFormatError
-from noise2map.tables import write_table1
+from noise2map.reporting.tables import write_table1
 from noise2map.training.run import run_fingerprint, train_run
 
 

@@ -121,7 +121,7 @@ def test_a_unet_folder_with_another_architecture_is_refused(tmp_path):
 def test_table3_scratch_row_builds_what_the_released_code_builds_for_pretrained_none():
     from diffusers import UNet2DModel
 
-    from noise2map.ablations import ablation_config, variants
+    from noise2map.reporting.ablations import ablation_config, variants
     from noise2map.config import load_config
     from noise2map.models.noise2map import DIFFUSERS_DEFAULT_UNET
 

@@ -67,7 +67,7 @@ def test_a_released_backbone_run_is_a_variant_row_out_of_the_rank(tmp_path):
     rank ignores it."""
     from baselines.noise2map_models import DEMO_UNET
     from noise2map.models.noise2map import build_unet
-    from noise2map.tables import write_table1
+    from noise2map.reporting.tables import write_table1
     from noise2map.training.run import train_run
 
     config = whu_cd_demo_store(tmp_path)

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from noise2map.errors import DataFormatError
-from noise2map.intervals import (_replicate_ranks, bootstrap, cell_intervals, class_mean_scores, load_tile_counts,
+from noise2map.evaluation.intervals import (_replicate_ranks, bootstrap, cell_intervals, class_mean_scores, load_tile_counts,
                                  rank_stability)
-from noise2map.rank import dataset_ranks, rank_models
+from noise2map.evaluation.rank import dataset_ranks, rank_models
 
 
 def _table(rows):

@@ -63,7 +63,7 @@ def test_fig6_at_the_test_timestep_equals_metrics_json(trained):
     """Gaussian SS noise: the sweep draws the test's own noise per tile."""
     import json
 
-    from noise2map.figures import timestep_sweep
+    from noise2map.reporting.figures import timestep_sweep
 
     run = trained["noise2map-ss"]
     metrics = json.loads((run / "metrics.json").read_text())

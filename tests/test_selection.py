@@ -7,8 +7,8 @@ import pytest
 
 from noise2map.data.selection import carve_validation, scene_of
 from noise2map.errors import DataFormatError
-from noise2map.metrics import scores_from_counts
-from noise2map.tables import build_selection_delta, collect_metrics, write_selection_delta, write_table1
+from noise2map.evaluation.metrics import scores_from_counts
+from noise2map.reporting.tables import build_selection_delta, collect_metrics, write_selection_delta, write_table1
 
 SN7 = "spacenet7/train/{aoi}/images_masked/global_monthly_2018_{m:02d}_mosaic_{aoi}.tif"
 

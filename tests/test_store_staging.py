@@ -43,7 +43,7 @@ def test_a_failing_rerun_leaves_the_complete_store_as_it_was(whu_cd):
 def test_a_full_disk_mid_write_leaves_the_old_store_and_no_leftovers(whu_cd, monkeypatch):
     raw, store = whu_cd
     before = _tree(store)
-    prep = sys.modules["noise2map.data.prepare"]
+    prep = sys.modules["noise2map.data.preparers.common"]
 
     written = []
 

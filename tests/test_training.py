@@ -127,7 +127,7 @@ def test_val_selection_trains_on_the_rest_and_records_its_tiles(config, tmp_path
 
 
 def test_ablation_run_uses_its_variant_and_half_the_training_scenes(config, tmp_path):
-    from noise2map.ablations import ablation_config
+    from noise2map.reporting.ablations import ablation_config
 
     ablated = ablation_config({**config, "ablations": {**config["ablations"], "max_epochs": 1}}, "table4", "T500")
     train_run(ablated, "cd", "whu", "noise2map-cd", 0, tmp_path / "run")

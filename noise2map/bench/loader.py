@@ -12,7 +12,6 @@ GeoTIFFs.
 
 from __future__ import annotations
 
-import importlib
 import tempfile
 import time
 import warnings
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from noise2map.data.preparers.common import Sources, Split, finish_store, grid_tiles, start_store
 from noise2map.data.store import TileDataset, _image_tensor
 
 SOURCES = ("tile_store", "geotiff", "tile_store_float")
@@ -71,25 +71,25 @@ def _read_tif(path: Path) -> np.ndarray:
 def build_store(out_dir: Path, pairs: list[tuple[Path, Path]], raw_root: Path, tile: int = 256) -> Path:
     """A SpaceNet7-SS tile store of the mosaics' non-overlapping tiles, written by prepare's own writer.
 
-    Uses the same grid (:func:`noise2map.data.prepare._tiles`), rows (``tile_id, source, row,
-    col``) and writer (``_finish``: arrays, tiles.csv, manifest.json last) as ``noise2map
-    prepare``, so :class:`TileDataset` reads it exactly as it reads a prepared data set.
+    Uses the same grid (:func:`~noise2map.data.preparers.common.grid_tiles`), rows (``tile_id,
+    source, row, col``) and writer (:func:`~noise2map.data.preparers.common.finish_store`:
+    arrays, tiles.csv, manifest.json last) as ``noise2map prepare``, so :class:`TileDataset`
+    reads it exactly as it reads a prepared data set.
     """
-    P = importlib.import_module("noise2map.data.prepare")  # the module; the package exports a function of that name
-    out_dir = P._start(out_dir)
-    sources = P._Sources(raw_root)
-    acc = P._Split("ss", tile)
+    out_dir = start_store(out_dir)
+    sources = Sources(raw_root)
+    acc = Split("ss", tile)
     for image_path, label_path in pairs:
         image, label = _read_tif(image_path), _read_tif(label_path)[..., 0]
-        tiles, nh, nw = P._tiles(image, tile)
-        labels, _, _ = P._tiles(label, tile)
+        tiles, nh, nw = grid_tiles(image, tile)
+        labels, _, _ = grid_tiles(label, tile)
         rel = sources.add(image_path)
         sources.add(label_path)
         stem = image_path.stem.replace("global_monthly_", "").replace(f"_mosaic_{_AOI}", "")
         rows = [(f"{_AOI}_{stem}_r{i}_c{j}", rel, i * tile, j * tile) for i in range(nh) for j in range(nw)]
         acc.add(rows, images=tiles, labels=labels)
     rules = ["Benchmark store: synthetic mosaics cut into non-overlapping tiles (noise2map bench loader)."]
-    P._finish("spacenet7-ss", out_dir, tile, {"train": acc}, rules, sources)
+    finish_store("spacenet7-ss", out_dir, tile, {"train": acc}, rules, sources)
     return out_dir
 
 

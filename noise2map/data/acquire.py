@@ -528,7 +528,7 @@ def acquire(name: str, raw_root, downloads_dir=DEFAULT_DOWNLOADS, base_url: str 
 def status(config: dict) -> list[dict]:
     """Per raw data set: present / verified / prepared counts / what is left to do."""
     from ..config import store_name
-    from .prepare import RAW_DIR_OF
+    from .preparers.common import RAW_DIR_OF
 
     data_dir = Path(config["data_dir"])
     raw_root, prepared_root = data_dir / "raw", data_dir / "prepared"

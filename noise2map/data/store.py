@@ -1,4 +1,4 @@
-"""torch Datasets over a prepared tile store (see :mod:`noise2map.data.prepare`).
+"""torch Datasets over a prepared tile store (see :mod:`noise2map.data.preparers.common`).
 
 Arrays are memory-mapped (``np.load(..., mmap_mode="r")``) and opened lazily on first access,
 so a dataset object pickles cheaply into DataLoader worker processes.

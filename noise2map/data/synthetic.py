@@ -1,7 +1,7 @@
 """Seeded synthetic raw data in each real data set's on-disk layout and file formats.
 
 The demo pipeline runs on these files in place of the real downloads, so the preparers in
-:mod:`noise2map.data.prepare` read exactly the same layouts, formats and label encodings as
+:mod:`noise2map.data.preparers` read exactly the same layouts, formats and label encodings as
 they would on the real archives (see ``/work/shared/notes/datasets.md``):
 
 ========== ==================================================================================
@@ -588,7 +588,7 @@ def geotiff_bytes(array: np.ndarray, crs: str = "EPSG:32633", transform=None, no
 
 def s2l2a_thumbnail(b04: np.ndarray, b03: np.ndarray, b02: np.ndarray) -> np.ndarray:
     """uint8 [H, W, 3] the way the MAJOR-TOM authors render their ``thumbnail`` column
-    (``floor(255 * clip(1.3 * (DN / 10000) ** 0.6, 0, 1))``; see prepare.s2l2a_to_uint8)."""
+    (``floor(255 * clip(1.3 * (DN / 10000) ** 0.6, 0, 1))``; see preparers.majortom.s2l2a_to_uint8)."""
     x = np.stack([b04, b03, b02], -1).astype(np.float64) / 10000.0
     return (np.clip(1.3 * x ** 0.6, 0, 1) * 255).astype(np.uint8)
 

@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from noise2map.keyed_random import evaluation_keys, keyed_randint, sample_keys
-from noise2map.metrics import COUNTS, scores_from_counts, tile_counts
+from noise2map.evaluation.metrics import COUNTS, scores_from_counts, tile_counts
 from noise2map.models.multitask import TASKS, MultiTaskNoise2Map
 from noise2map.training.tasks import DiscriminativeTask, _DeviceScaling, _distributed, global_mean, task_inputs
 

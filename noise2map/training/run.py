@@ -33,7 +33,7 @@ from noise2map.config import (
 )
 from noise2map.errors import CheckpointError, ConfigError
 from noise2map.io import atomic_path, write_json, write_text
-from noise2map.metrics import COUNTS, scores_from_counts
+from noise2map.evaluation.metrics import COUNTS, scores_from_counts
 from noise2map.training.execution import apply_recorded_threads, pin_execution
 from noise2map.training.schedule import accumulation_plan
 

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from noise2map.errors import ConfigError
 from noise2map.keyed_random import evaluation_keys, keyed_normal, keyed_randint, sample_keys
-from noise2map.metrics import tile_counts
+from noise2map.evaluation.metrics import tile_counts
 from noise2map.training.schedule import keeps_batch
 
 VAL_LOSSES = ("split_mean", "batch_mean")

@@ -20,13 +20,13 @@ from noise2map.config import (
     store_base,
     validate_config,
 )
-from noise2map.ablations import TABLES as ABLATION_TABLES
-from noise2map.ablations import ablation_config, lambdas_of, pretrained_unet, pretraining
-from noise2map.ablations import run_paths as ablation_run_paths
-from noise2map.ablations import table_runs as ablation_table_runs
+from noise2map.reporting.ablations import TABLES as ABLATION_TABLES
+from noise2map.reporting.ablations import ablation_config, lambdas_of, pretrained_unet, pretraining
+from noise2map.reporting.ablations import run_paths as ablation_run_paths
+from noise2map.reporting.ablations import table_runs as ablation_table_runs
 from noise2map.weights import CHECKPOINTS, RELEASED_BACKBONES, released_backbone_names
 from noise2map.data import RAW_DIR_OF
-from noise2map.fidelity import fidelity_settings
+from noise2map.reporting.fidelity import fidelity_settings
 
 # Ours first: a short message naming the key and its close matches, before Snakemake's own
 # check (which fills the schema's defaults) would print the whole schema.

@@ -1,4 +1,4 @@
-# Trained runs → the paper's Figures 4-6 (noise2map.figures), on the test split of one data set.
+# Trained runs → the paper's Figures 4-6 (noise2map.reporting.figures), on the test split of one data set.
 FIGURES = config["figures"]
 
 

@@ -73,7 +73,7 @@ rule write_efficiency:
         "noise2map bench efficiency --config {RESOLVED_CONFIG} --models {params.models} --output {output.csv} > {log} 2>&1"
 
 
-# Paper text, released code and this preset, point by point (noise2map.fidelity).
+# Paper text, released code and this preset, point by point (noise2map.reporting.fidelity).
 rule write_fidelity:
     output:
         csv=report(f"{RESULTS}/fidelity.csv", caption="../report/fidelity.rst", category="Fidelity"),

@@ -84,7 +84,7 @@ rule train_released_backbone:
         " --variant 'released {wildcards.backbone} backbone' --run-dir {params.run} > {log} 2>&1"
 
 
-# The ablations (noise2map.ablations): Noise2Map on the ablation data set with one setting
+# The ablations (noise2map.reporting.ablations): Noise2Map on the ablation data set with one setting
 # changed; table "base" is the preset itself, shared by every table's no-op row.
 rule train_ablation:
     input:

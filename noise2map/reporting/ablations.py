@@ -26,7 +26,7 @@ from noise2map.config import PRETRAIN_DATASETS, deep_merge
 from noise2map.errors import UnknownNameError
 from noise2map.io import atomic_path, write_text
 
-PAPER_ABLATIONS = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper_ablations.csv"
+PAPER_ABLATIONS = Path(__file__).resolve().parents[2] / "results" / "paper" / "paper_ablations.csv"
 TABLES = {
     "table2": ("II", "Effect of the diffusion component"),
     "table3": ("III", "Effect of the pretraining data"),
@@ -211,7 +211,7 @@ def build_ablation_table(table: str, metrics: pd.DataFrame, variant_of: list[str
                          paper_csv: Path = PAPER_ABLATIONS) -> pd.DataFrame:
     """One row per (variant, task): F1 mean and std over seeds, the paper's F1 and the difference."""
     runs = metrics.assign(variant=variant_of)
-    from noise2map.intervals import DEGENERATE_RECALL_POS
+    from noise2map.evaluation.intervals import DEGENERATE_RECALL_POS
 
     out = runs.groupby(["variant", "task"], sort=False).agg(
         f1=("f1", "mean"), f1_std=("f1", "std"), iou=("iou", "mean"), n_seeds=("seed", "size"),
@@ -237,7 +237,7 @@ def _same_counts(runs: pd.DataFrame, out: pd.DataFrame) -> list[str]:
     """Per row, the other settings of its task whose runs have the very same confusion counts
     in every seed, joined by " = " ("" if none): what the Markdown states as identical is
     read from the data, never typed in."""
-    from noise2map.metrics import COUNTS
+    from noise2map.evaluation.metrics import COUNTS
 
     def signature(variant, task):
         block = runs[(runs["variant"] == variant) & (runs["task"] == task)].sort_values("seed")
@@ -295,7 +295,7 @@ def _variant_from_path(path: str) -> str:
 def write_ablation_table(table: str, metric_paths, csv_path: Path, variant_of: list[str] | None = None,
                          num_images: int | None = None) -> pd.DataFrame:
     """The table's CSV and Markdown; ``variant_of`` names each run's row (default: its folder)."""
-    from noise2map.tables import collect_metrics
+    from noise2map.reporting.tables import collect_metrics
 
     if table not in TABLES:
         raise UnknownNameError("ablation table", table, TABLES)

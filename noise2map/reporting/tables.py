@@ -15,13 +15,13 @@ import pandas as pd
 
 from noise2map.errors import DataFormatError
 from noise2map.io import atomic_path, write_text
-from noise2map.metrics import COUNTS, METRICS, scores_from_counts
-from noise2map.rank import rank_models
+from noise2map.evaluation.metrics import COUNTS, METRICS, scores_from_counts
+from noise2map.evaluation.rank import rank_models
 
 TABLE1_COLUMNS = ["task", "model", "params_m", "dataset", *METRICS, "rank", "seed", "preset", *COUNTS,
                   *(f"{m}_pos" for m in METRICS), "model_key", "paper_model", "variant", "ranked", "rank_all", "paper_params_m",
                   "num_test_tiles", "selected_on", "evaluated_on", "fingerprint"]
-PAPER_TABLE1 = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper_table1.csv"
+PAPER_TABLE1 = Path(__file__).resolve().parents[2] / "results" / "paper" / "paper_table1.csv"
 TASK_ORDER = {"ss": 0, "cd": 1}
 
 
@@ -219,7 +219,7 @@ def write_table1(metric_paths, csv_path: Path, md_path: Path | None = None, pape
 
 
 def _write_intervals(metrics, run_dirs, table, paper, out_dir: Path, resamples: int, seed: int) -> str:
-    from noise2map.intervals import bootstrap, cell_intervals, load_tile_counts, rank_stability
+    from noise2map.evaluation.intervals import bootstrap, cell_intervals, load_tile_counts, rank_stability
 
     ranked = table[table["ranked"]]  # variant rows have intervals, but no place in the paper's rank
     boot = bootstrap(load_tile_counts(metrics, run_dirs), resamples, seed, set(zip(ranked["task"], ranked["model"])))

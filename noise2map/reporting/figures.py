@@ -435,7 +435,7 @@ def default_sweep_timesteps(T: int) -> list[int]:
 def _sweep_loaded(run: LoadedRun, timesteps: Sequence[int]) -> pd.DataFrame:
     import torch
 
-    from noise2map.metrics import COUNTS, scores_from_counts, tile_counts
+    from noise2map.evaluation.metrics import COUNTS, scores_from_counts, tile_counts
 
     steps = _check_timesteps(run, timesteps)
     loader = torch.utils.data.DataLoader(run.test_set, batch_size=run.batch_size(), shuffle=False)
