@@ -45,12 +45,15 @@ def _config(path: str) -> dict:
 def cmd_models(args) -> None:
     import pandas as pd
 
-    from baselines import MODELS, count_params
+    from baselines import MODELS, count_params, load_plugins
 
+    load_plugins()
+    if args.config:  # its model_modules join the registry
+        _config(args.config)
     rows = [{"name": s.name, "key": s.key, "task": s.task,
              "params_m": round(count_params(s.key, args.size) / 1e6, 2),
              "paper_params_m": s.paper_params_m, "reference_params_m": s.expected_params_m,
-             "build": s.build_note} for s in MODELS.values()]
+             "origin": s.origin, "build": s.build_note} for s in MODELS.values()]
     table = pd.DataFrame(rows)
     if args.format == "csv":
         table.to_csv(sys.stdout, index=False)
@@ -338,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list registered models with parameter counts")
     p.add_argument("--format", choices=["table", "csv"], default="table")
     p.add_argument("--size", choices=["paper", "demo"], default="paper")
+    p.add_argument("--config", help="a preset whose model_modules also register models")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("synthesize", help="write synthetic raw data in a data set's real layout")

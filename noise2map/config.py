@@ -40,16 +40,35 @@ def _schema() -> dict:
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
-    """Check ``config`` against the schema and the registries; return it unchanged."""
+    """Check ``config`` against the schema and the registries; return it unchanged.
+
+    The modules of ``model_modules`` are imported first, so that their models, like the
+    entry-point plugins, are among the names the schema accepts."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(_schema())
+    from baselines import import_model_modules, load_plugins
+
+    load_plugins()
+    modules = config.get("model_modules") if isinstance(config, dict) else None
+    if isinstance(modules, list) and all(isinstance(m, str) for m in modules):
+        import_model_modules(modules)
+    validator = jsonschema.Draft202012Validator(_schema_with_registry())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"  {'.'.join(map(str, e.absolute_path)) or '<top>'}: {_explain(e)}" for e in errors[:10]]
         raise ConfigError(f"{source} does not match {SCHEMA_PATH.name}:\n" + "\n".join(lines))
     _check_registries(config, source)
     return config
+
+
+def _schema_with_registry() -> dict:
+    """The schema with each task's model names read from the registry, not kept by hand."""
+    from baselines import models_for_task
+
+    schema = copy.deepcopy(_schema())
+    for task, entry in schema["properties"]["models"]["properties"].items():
+        entry["items"] = {"enum": models_for_task(task)}
+    return schema
 
 
 def _explain(error) -> str:

@@ -27,6 +27,10 @@ class CheckpointError(Noise2MapError, FileNotFoundError):
     """A checkpoint is missing or cannot be loaded into the model."""
 
 
+class PluginError(ConfigError):
+    """A model plugin (entry point or config module) cannot be loaded or clashes with a model."""
+
+
 class UnknownNameError(Noise2MapError, KeyError):
     """A model, data set or scheduler name is not in its registry."""
 
