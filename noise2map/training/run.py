@@ -104,19 +104,43 @@ def _trainer(config: dict, run: Path, max_epochs: int = 1, callbacks=(), devices
         deterministic="warn", enable_model_summary=False, callbacks=list(callbacks), **kwargs)
 
 
+# training.logger → (Lightning logger class, the package it needs, its folder in the run)
+EXPERIMENT_LOGGERS = {"tensorboard": ("TensorBoardLogger", "tensorboard or tensorboardX", "tb_log"),
+                      "wandb": ("WandbLogger", "wandb", "wandb"), "mlflow": ("MLFlowLogger", "mlflow", "mlruns")}
+
+
+def experiment_loggers(config: dict, run: Path, name: str) -> list:
+    """The CSV log the suite reads (``<run>/<name>/metrics.csv``), and the experiment log
+    ``training.logger`` asks for beside it, offline and inside the run folder."""
+    from lightning.pytorch import loggers
+
+    csv = loggers.CSVLogger(run, name=name, version="")
+    kind = config["training"].get("logger", "csv")
+    if kind == "csv":
+        return [csv]
+    cls, package, folder = EXPERIMENT_LOGGERS[kind]
+    options = {"tensorboard": {"save_dir": run, "name": folder, "version": name},
+               "wandb": {"save_dir": run, "name": f"{run.name}-{name}", "offline": True, "project": "noise2map"},
+               "mlflow": {"experiment_name": "noise2map", "run_name": f"{run.name}-{name}",
+                          "tracking_uri": (run / folder).resolve().as_uri()}}[kind]
+    try:
+        return [csv, getattr(loggers, cls)(**options)]
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"training.logger: {kind} needs the {package} package (pip install "
+                          f"{package.split()[0]}), or set training.logger: csv ({exc})") from exc
+
+
 def _fit_trainer(config: dict, run: Path, max_epochs: int, callbacks=(), log_name="train_log",
                  val_every: int | None = None, **kwargs):
     """A fitting Trainer: validation at the epochs ``training.val_schedule`` names, every
     ``val_every`` epochs; accumulation as :func:`~noise2map.training.schedule.accumulation_plan`."""
-    from lightning.pytorch.loggers import CSVLogger
-
     from noise2map.training.schedule import ValidationSchedule
 
     train = config["training"]
     schedule = ValidationSchedule(val_every or train.get("val_every_n_epochs", 1), train.get("val_schedule", "released"))
     return _trainer(config, run, max_epochs, [*callbacks, schedule], max_steps=train.get("max_steps", -1),
                     accumulate_grad_batches=accumulation_plan(train)[0],
-                    logger=CSVLogger(run, name=log_name, version=""), log_every_n_steps=1, **kwargs)
+                    logger=experiment_loggers(config, run, log_name), log_every_n_steps=1, **kwargs)
 
 
 def _train_loader(dataset, global_batch: int, workers: int, seed: int, trainer, keep_every: int = 1):
@@ -510,13 +534,12 @@ def pretrain_run(config: dict, out_dir: Path, unet_kind: str = "noise2map", thre
         module = DenoisingPretraining(unet, pre["scheduler"], pre["lr"], pre["weight_decay"], pre["warmup_steps"],
                                       str(init[0].parent) if init else None)
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, enable_version_counter=False)
     resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
     trainer = _trainer(config, out_dir, pre["epochs"], [checkpoint, resumable], max_steps=pre.get("max_steps", -1),
                        precision=pre.get("precision", "32-true"), log_every_n_steps=1,
-                       logger=CSVLogger(out_dir, name=f"train_log_{unet_kind}", version=""))
+                       logger=experiment_loggers(config, out_dir, f"train_log_{unet_kind}"))
     loader = _train_loader(TileDataset(prepared_dir(config, pre["dataset"], "pretrain"), "train", uint8=True),
                            pre["batch_size"], config["training"]["num_workers"], seed, trainer)
     resumable.sampler = loader.batch_sampler
