@@ -282,6 +282,26 @@ def cmd_bench_infer(args) -> None:
     _bench_report(args, "infer", device, result, infer.markdown)
 
 
+def cmd_bench_step(args) -> None:
+    import tempfile
+
+    from noise2map.bench import step
+    from noise2map.bench.common import resolve_device
+    from noise2map.config import load_config
+
+    _bench_threads(args)
+    device = resolve_device(args.device)
+    config = load_config(*args.config)
+    with tempfile.TemporaryDirectory(prefix="noise2map-step-") as scratch:
+        result = step.run(config, Path(args.work_dir or scratch), args.models, device, not args.no_pretrain,
+                          progress=logging.getLogger("noise2map.bench").info)
+    _bench_report(args, "step", device, result, step.markdown)
+    failed = [r["key"] for r in result["models"] if not r["ok"]]
+    if failed:
+        raise Noise2MapError(f"{len(failed)} of {len(result['models'])} failed: {', '.join(failed)} "
+                             "(the errors are in the report)")
+
+
 def _config_default() -> dict:
     from noise2map.config import load_config
 
@@ -514,6 +534,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     common(p, "infer")
     p.set_defaults(func=cmd_bench_infer)
+
+    p = modes.add_parser("step", help="one optimiser step, validation and test scoring of every Table I model "
+                         "and one pretraining step, through the training code (the GPU check)")
+    p.add_argument("--config", nargs="*", default=[], help="presets over paper.yaml (default: the paper preset)")
+    p.add_argument("--models", nargs="+", help="registry keys (default: the preset's Table I models)")
+    p.add_argument("--no-pretrain", action="store_true", help="leave out the pretraining step")
+    p.add_argument("--work-dir", help="where the random tile stores and runs go (default: a temporary folder)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    common(p, "step")
+    p.set_defaults(func=cmd_bench_step)
 
     p = sub.add_parser("weights", help="fetch or list the pretrained checkpoints of the weight cache, or export a "
                                        "released backbone")
