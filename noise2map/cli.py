@@ -126,8 +126,10 @@ def cmd_pretrain(args) -> None:
 
 def cmd_train(args) -> None:
     from noise2map.config import run_dir
+    from noise2map.training.phases import JOB
     from noise2map.training.run import train_run
 
+    JOB.mark("imports")
     config = _config(args.config)
     if args.selection:
         config["selection"] = args.selection
@@ -280,6 +282,15 @@ def cmd_bench_infer(args) -> None:
     result = infer.run(args.models, args.size, args.tile_size, args.batch_size, args.repeats, args.warmup, device,
                        progress=logging.getLogger("noise2map.bench").info)
     _bench_report(args, "infer", device, result, infer.markdown)
+
+
+def cmd_bench_demo_times(args) -> None:
+    import time
+
+    from noise2map.bench.demo_times import report
+
+    wall = time.time() - args.since if args.since else float("nan")
+    print(report(Path(args.results), Path(args.benchmarks), wall, args.cores))
 
 
 def cmd_bench_step(args) -> None:
@@ -534,6 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     common(p, "infer")
     p.set_defaults(func=cmd_bench_infer)
+
+    p = modes.add_parser("demo-times", help="wall time per rule and in total, job phases and learning of a demo run")
+    p.add_argument("--since", type=float, help="the run's start (epoch seconds): the wall time is until now")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--results", default="results/demo")
+    p.add_argument("--benchmarks", default="benchmarks/demo")
+    p.set_defaults(func=cmd_bench_demo_times)
 
     p = modes.add_parser("step", help="one optimiser step, validation and test scoring of every Table I model "
                          "and one pretraining step, through the training code (the GPU check)")

@@ -98,3 +98,18 @@ def test_rank_cli_writes_the_paper_ranks(tmp_path):
     assert list(ranks.columns) == ["task", "model", "mean_rank", "rank"]
     assert ranks.set_index("model").loc["Noise2Map-SS", "rank"] == 1
     assert ranks.set_index("model").loc["ELGC-Net", "rank"] == 8
+
+
+def test_learned_against_the_all_positive_predictor():
+    from noise2map.evaluation.metrics import all_positive_f1, learned
+
+    # 100 pixels, 20 positive: all-positive F1 = 2·0.2 / 1.2 = 33.33 %
+    assert all_positive_f1(20, 80, 0, 0) == pytest.approx(100 / 3)
+    assert all_positive_f1(0, 0, 20, 80) == pytest.approx(100 / 3)  # the same for any predictor on that split
+    assert not learned(20, 80, 0, 0)           # all positive: F1 33.3, not above itself
+    assert not learned(0, 0, 20, 80)           # all background: recall 0
+    assert not learned(1, 0, 19, 80)           # recall 5 %, F1 9.5 < 33.3
+    assert learned(10, 5, 10, 75)              # recall 50 %, F1 57.1
+    assert not learned(10, 60, 10, 20)         # recall 50 %, F1 22.2 < 33.3
+    assert learned(1, 0, 19, 9980)             # rare positives: all-positive F1 0.4, recall exactly 5 %
+    assert not learned(0, 0, 0, 100)           # nothing to find: recall 0

@@ -44,6 +44,24 @@ def scores_from_counts(tp: float, fp: float, fn: float, tn: float) -> dict[str, 
     return out
 
 
+LEARNED_RECALL_POS = 5.0  # percent of the positive pixels found
+
+
+def all_positive_f1(tp: float, fp: float, fn: float, tn: float) -> float:
+    """F1 (percent) of the positive class for the predictor that says "positive" everywhere:
+    precision = the positive fraction p, recall = 1, so F1 = 2p / (1 + p)."""
+    p = _ratio(tp + fn, tp + fp + fn + tn)
+    return 100 * _ratio(2 * p, 1 + p)
+
+
+def learned(tp: float, fp: float, fn: float, tn: float) -> bool:
+    """Not degenerate: finds at least 5 % of the positive pixels and its positive-class F1 beats
+    the all-positive predictor's (a model that says "no change" everywhere, or "change"
+    everywhere, has learned nothing)."""
+    pos = class_scores(tp, fp, fn)
+    return 100 * pos["recall"] >= LEARNED_RECALL_POS and 100 * pos["f1"] > all_positive_f1(tp, fp, fn, tn)
+
+
 def tile_counts(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-tile confusion counts of the positive class.
 

@@ -249,6 +249,8 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     from noise2map.training.seeding import ResumableEpochs
     from noise2map.training.tasks import DiscriminativeTask
 
+    from noise2map.training.phases import JOB
+
     validate_config(config)
     check_run_inputs(config, task, dataset, model_key)
     run = Path(run)
@@ -266,7 +268,9 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     settings = task_settings(config, dataset, task)
     store = prepared_dir(config, dataset, task)
     workers = config["training"]["num_workers"]
+    JOB.mark("config")
     train_set, val_set = selection_splits(config, store, dataset, seed, run if _rank() == 0 else None)
+    JOB.mark("data")
 
     train = config["training"]
     module = DiscriminativeTask(
@@ -280,6 +284,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
         loader = getattr(module.model, "load_pretrained_unet", None) or module.model.load_unet
         loader(_load_state(pretrained_unet))
     _load_pretrained_encoder(config, model_key, module.model)
+    JOB.mark("model")
 
     # best.ckpt: weights of the best-by-validation epoch (all evaluation needs); last.ckpt:
     # full state for resuming a killed run (every N steps and each epoch end), dropped once
@@ -291,12 +296,17 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     train_loader = _train_loader(train_set, settings["batch_size"], workers, seed, trainer, accumulation_plan(train)[1])
     resumable.sampler = train_loader.batch_sampler
     val_loader = _eval_loader(val_set, settings["batch_size"], workers, trainer)
+    JOB.mark("trainer")
     trainer.fit(module, train_loader, val_loader, ckpt_path=last if last.exists() else None)
+    JOB.mark("fit")
     best = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else ckpt_dir / "best.ckpt"
     metrics = evaluate_run(run, best, config=config,
                            trainer=_trainer(config, run, logger=False, enable_checkpointing=False))
+    JOB.mark("test")
     if trainer.global_rank == 0:
         last.unlink(missing_ok=True)
+        write_json(run / "timing.json", {"seconds": JOB.seconds(), "model": model_key, "task": task,
+                                         "dataset": dataset})
     return metrics
 
 
