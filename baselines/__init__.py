@@ -78,7 +78,10 @@ _PLUGINS = {"loaded": False}
 
 def register(spec: ModelSpec) -> ModelSpec:
     """Add ``spec``; a key that is taken, or a spec the suite cannot run, is a named error."""
-    if spec.key in MODELS:
+    taken = MODELS.get(spec.key)
+    if taken is not None and taken.build is spec.build and taken.task == spec.task:
+        return taken  # the same model by two routes (installed and named in model_modules)
+    if taken is not None:
         raise PluginError(f"model key {spec.key!r} of {spec.origin} is already registered by "
                           f"{MODELS[spec.key].origin}; give one of them another key")
     problems = [what for bad, what in (

@@ -28,4 +28,7 @@ compile() {  # output, extra flags...
 }
 compile requirements.lock
 compile requirements-test.lock --extra test
+# the rules' conda environment is named by a hash of its file: record the lock's hash in it
+sed -i "s/^# requirements.lock sha256: .*/# requirements.lock sha256: $(sha256sum requirements.lock | cut -d' ' -f1)/" \
+    workflow/envs/noise2map.yaml
 echo "requirements.lock: $(grep -c '==' requirements.lock) pins; requirements-test.lock: $(grep -c '==' requirements-test.lock) pins"

@@ -64,3 +64,13 @@ def test_ci_and_conda_install_from_the_locks():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pip == ["-r requirements-test.lock", "-e ."]
+
+
+def test_the_rules_conda_environment_names_the_lock_it_installs():
+    import hashlib
+
+    env = (ROOT / "workflow/envs/noise2map.yaml").read_text()
+    digest = hashlib.sha256((ROOT / "requirements.lock").read_bytes()).hexdigest()
+    assert f"# requirements.lock sha256: {digest}\n" in env  # a new lock is a new environment
+    pip = next(d["pip"] for d in yaml.safe_load(env)["dependencies"] if isinstance(d, dict))
+    assert pip == ["-r ../../requirements.lock", "-e ../.."]

@@ -48,7 +48,9 @@ def test_a_clash_of_keys_names_both_origins(registry):
         register_specs([_spec("unet")], "entry point x = pkg:SPECS (pkg 1.0)")
     register_specs([_spec()], "module a (config model_modules)")
     with pytest.raises(PluginError, match="'my-net' of module b .* already registered by module a"):
-        register_specs([_spec()], "module b (config model_modules)")
+        register_specs([_spec(build=lambda size, num_classes=2: None)], "module b (config model_modules)")
+    # the same spec by two routes (installed, and named in model_modules) is one model
+    assert register_specs([_spec()], "module c (config model_modules)")[0].origin == "module a (config model_modules)"
 
 
 @pytest.mark.parametrize("spec, message", [

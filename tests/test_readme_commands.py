@@ -2,6 +2,7 @@
 commands are dry-run (`-n`) from a scratch folder, noise2map commands are parsed by the real
 argument parser, so a renamed flag, target or subcommand fails here before a user meets it."""
 
+import os
 import re
 import shlex
 import subprocess
@@ -97,7 +98,7 @@ def _dry_run_form(command: str) -> list[str]:
             i += 2
             continue
         if token not in ("--report-after-run", "-n"):
-            out.append(str(ROOT / token) if token.startswith("workflow/") else token)
+            out.append(str(ROOT / token) if token.startswith(("workflow/", "examples/")) else token)
         i += 1
     return out
 
@@ -106,9 +107,13 @@ def _dry_run_form(command: str) -> list[str]:
 @pytest.mark.parametrize("command", SNAKEMAKE)
 def test_a_readme_snakemake_command_dry_runs(command, tmp_path):
     args = _dry_run_form(command)
+    # the example plugin, as after `pip install -e examples/external_model` (its preset names it
+    # in model_modules too)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "examples" / "external_model"),
+                                                         os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
                            "--directory", str(tmp_path), "-n", "--cores", "1", *args],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     out = done.stdout + done.stderr
     assert done.returncode == 0, (command, out[-3000:])
     assert "Job stats" in out or "Nothing to be done" in out, (command, out[-2000:])

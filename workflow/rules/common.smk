@@ -1,4 +1,5 @@
-# Validated config, wildcard constraints and the run list. No rules here.
+# Validated config, wildcard constraints, the run list and the input functions of every rule
+# file. No rules here (Snakemake's linter wants rules and functions in separate files).
 import re
 
 from snakemake.utils import validate
@@ -88,7 +89,8 @@ def released_row_metrics(root=None):
         return []
     return [
         f"{root}/runs/{task}/{dataset}/noise2map-{task}+released-{backbone}/seed{seed}/metrics.json"
-        for task in config["tasks"] if f"noise2map-{task}" in config["models"][task]
+        for task in config["tasks"]
+        if f"noise2map-{task}" in config["models"][task]
         for dataset in config["datasets"]
         for seed in config["seeds"]
     ]
@@ -97,8 +99,9 @@ def released_row_metrics(root=None):
 def ablation_settings(config, table, variant, task):
     """What an ablation run depends on: the variant's config, as run_settings sees it, and
     the sample its UNet was pretrained on."""
-    settings = run_settings(ablation_config(config, table, variant), task, config["ablations"]["dataset"],
-                            f"noise2map-{task}")
+    settings = run_settings(
+        ablation_config(config, table, variant), task, config["ablations"]["dataset"], f"noise2map-{task}"
+    )
     return {**settings, "pretraining": pretraining(config, table, variant)}
 
 
@@ -106,3 +109,47 @@ def ablation_pretrained(wildcards):
     """The pretrained UNet an ablation run fine-tunes (none for Table III's scratch row)."""
     path = pretrained_unet(config, wildcards.table, wildcards.variant)
     return {"pretrained": path} if path else {}
+
+
+def pretrain_init(wildcards):
+    return [f"{WEIGHTS}/{name}" for name in pretrain_init_names(config)] if wildcards.unet == "noise2map" else []
+
+
+def pretrained_inputs(wildcards):
+    """The pretrained UNet (Noise2Map) and the cached encoder checkpoints (baselines)."""
+    inputs = {"weights": [f"{WEIGHTS}/{name}" for name in model_weight_names(config, wildcards.model)]}
+    unet = MODELS[wildcards.model].pretrained_unet
+    if unet:
+        inputs["pretrained"] = pretrained_unet_path(config, unet)
+    return inputs
+
+
+# Figures 4-6 (figures.smk), on the test split of one data set.
+FIGURES = config["figures"]
+TABLE1_MODELS = [(task, model) for task in config["tasks"] for model in config["models"][task]]
+NOISE2MAP_MODELS = [
+    (task, f"noise2map-{task}") for task in config["tasks"] if f"noise2map-{task}" in config["models"][task]
+]
+
+
+def figure_runs(models, seeds):
+    """metrics.json of the Table I runs the figures read (their checkpoints sit beside)."""
+    return [
+        f"{RESULTS}/runs/{task}/{FIGURES['dataset']}/{model}/seed{seed}/metrics.json"
+        for task, model in models
+        for seed in seeds
+    ]
+
+
+def _run_dirs(wildcards, input):
+    return " ".join(str(Path(m).parent) for m in input.metrics)
+
+
+def figure_targets():
+    """The figures the preset's tasks and models allow (Fig. 6 needs Noise2Map-CD)."""
+    targets = [rules.figure4.output.png]
+    if NOISE2MAP_MODELS:
+        targets.append(rules.figure5.output.png)
+    if ("cd", "noise2map-cd") in NOISE2MAP_MODELS:
+        targets.append(rules.figure6.output.png)
+    return targets

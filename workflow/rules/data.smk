@@ -10,17 +10,23 @@ if config["raw_source"] == "synthetic":
             f"{DATA}/raw/{{raw}}.ready.json",
         log:
             f"logs/{config['preset']}/synthesize_raw/{{raw}}.log",
+        conda:
+            "../envs/noise2map.yaml"
+        params:
+            # A function, not the string: Snakemake lints a plain-string param that prefixes
+            # an output file (it would not follow the file into remote storage).
+            raw=lambda wc: f"{DATA}/raw",
         message:
             "Generating synthetic {wildcards.raw} in its real raw layout"
         shell:
-            "noise2map synthesize {wildcards.raw} --raw {DATA}/raw --seed 0 --marker {output} > {log} 2>&1"
+            "noise2map synthesize {wildcards.raw} --raw {params.raw} --seed 0 --marker {output} > {log} 2>&1"
 
 else:
     import shlex
 
     # Archives are read from / downloaded to DOWNLOADS; MIRROR_ARG points every download at a
-    # mirror. Globals, not params: moving the archives or switching mirrors must not rerun the
-    # acquisition and everything prepared from it.
+    # mirror. Neither is provenance: moving the archives or switching mirrors must not rerun the
+    # acquisition and everything prepared from it (see the rule's params).
     DOWNLOADS = shlex.quote(config.get("downloads_dir") or "data/downloads")
     MIRROR_ARG = f"--mirror {shlex.quote(config['data_mirror'])}" if config.get("data_mirror") else ""
 
@@ -32,10 +38,18 @@ else:
             f"{DATA}/raw/{{raw}}.ready.json",
         log:
             f"logs/{config['preset']}/acquire_raw/{{raw}}.log",
+        conda:
+            "../envs/noise2map.yaml"
+        params:
+            raw=lambda wc: f"{DATA}/raw",  # a function: see synthesize_raw
+            # Functions of the output: Snakemake counts such params as derived from the files
+            # and leaves them out of the params whose change reruns a job.
+            downloads=lambda wc, output: DOWNLOADS,
+            mirror=lambda wc, output: MIRROR_ARG,
         message:
             "Putting raw {wildcards.raw} in place (download or supplied archive, verify, extract)"
         shell:
-            "noise2map acquire {wildcards.raw} --raw {DATA}/raw --downloads {DOWNLOADS} {MIRROR_ARG} "
+            "noise2map acquire {wildcards.raw} --raw {params.raw} --downloads {params.downloads} {params.mirror} "
             "--marker {output} 2>&1 | tee {log}"
 
 
@@ -50,12 +64,15 @@ rule prepare_dataset:
         f"logs/{config['preset']}/prepare_dataset/{{store}}.log",
     benchmark:
         f"benchmarks/{config['preset']}/prepare_dataset/{{store}}.tsv"
+    conda:
+        "../envs/noise2map.yaml"
+    resources:
+        **rule_resources(config, "prepare_dataset"),
     params:
         name=lambda wc: store_base(wc.store),
         settings=lambda wc: prepare_settings(config, store_base(wc.store)),
-    resources:
-        **rule_resources(config, "prepare_dataset"),
+        config=RESOLVED_CONFIG,
     message:
         "Preparing {wildcards.store} tiles"
     shell:
-        "noise2map prepare {params.name} --config {RESOLVED_CONFIG} --marker {output} > {log} 2>&1"
+        "noise2map prepare {params.name} --config {params.config} --marker {output} > {log} 2>&1"

@@ -1,19 +1,5 @@
 # Trained runs → the paper's Figures 4-6 (noise2map.reporting.figures), on the test split of one data set.
-FIGURES = config["figures"]
-
-
-def figure_runs(models, seeds):
-    """metrics.json of the Table I runs the figures read (their checkpoints sit beside)."""
-    return [f"{RESULTS}/runs/{task}/{FIGURES['dataset']}/{model}/seed{seed}/metrics.json"
-            for task, model in models for seed in seeds]
-
-
-def _run_dirs(wildcards, input):
-    return " ".join(str(Path(m).parent) for m in input.metrics)
-
-
-TABLE1_MODELS = [(task, model) for task in config["tasks"] for model in config["models"][task]]
-NOISE2MAP_MODELS = [(task, f"noise2map-{task}") for task in config["tasks"] if f"noise2map-{task}" in config["models"][task]]
+# Their input functions and model lists (figure_runs, TABLE1_MODELS, ...) are in common.smk.
 
 
 rule figure4:
@@ -24,13 +10,16 @@ rule figure4:
         pdf=f"{RESULTS}/figures/fig4.pdf",
     log:
         f"logs/{config['preset']}/figures/fig4.log",
+    conda:
+        "../envs/noise2map.yaml"
     params:
         runs=_run_dirs,
         base=lambda wc, output: output.png[: -len(".png")],
+        tiles=FIGURES["tiles"],
     message:
         "Figure 4: every model's prediction of {config[figures][tiles]} {config[figures][dataset]} test tiles"
     shell:
-        "noise2map figures fig4 --output {params.base} --tiles {FIGURES[tiles]} --runs {params.runs} > {log} 2>&1"
+        "noise2map figures fig4 --output {params.base} --tiles {params.tiles} --runs {params.runs} > {log} 2>&1"
 
 
 rule figure5:
@@ -41,6 +30,8 @@ rule figure5:
         pdf=f"{RESULTS}/figures/fig5.pdf",
     log:
         f"logs/{config['preset']}/figures/fig5.log",
+    conda:
+        "../envs/noise2map.yaml"
     params:
         runs=_run_dirs,
         base=lambda wc, output: output.png[: -len(".png")],
@@ -60,24 +51,16 @@ rule figure6:
         csv=report(f"{RESULTS}/figures/fig6.csv", caption="../report/fig6.rst", category="Figures"),
     log:
         f"logs/{config['preset']}/figures/fig6.log",
+    conda:
+        "../envs/noise2map.yaml"
+    resources:
+        **rule_resources(config, "write_efficiency"),
     params:
         runs=_run_dirs,
         base=lambda wc, output: output.png[: -len(".png")],
         timesteps=" ".join(str(t) for t in FIGURES["sweep"]),
-    resources:
-        **rule_resources(config, "write_efficiency"),
     message:
         "Figure 6: Noise2Map-CD's F1 against the inference timestep"
     shell:
         "noise2map figures fig6 --output {params.base} --timesteps {params.timesteps} --csv {output.csv}"
         " --runs {params.runs} > {log} 2>&1"
-
-
-def figure_targets():
-    """The figures the preset's tasks and models allow (Fig. 6 needs Noise2Map-CD)."""
-    targets = [rules.figure4.output.png]
-    if NOISE2MAP_MODELS:
-        targets.append(rules.figure5.output.png)
-    if ("cd", "noise2map-cd") in NOISE2MAP_MODELS:
-        targets.append(rules.figure6.output.png)
-    return targets

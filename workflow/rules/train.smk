@@ -1,14 +1,6 @@
 # One rule trains any registered model on one (task, data set, seed) and scores the test
-# split with its best-by-validation checkpoint.
-
-
-def pretrained_inputs(wildcards):
-    """The pretrained UNet (Noise2Map) and the cached encoder checkpoints (baselines)."""
-    inputs = {"weights": [f"{WEIGHTS}/{name}" for name in model_weight_names(config, wildcards.model)]}
-    unet = MODELS[wildcards.model].pretrained_unet
-    if unet:
-        inputs["pretrained"] = pretrained_unet_path(config, unet)
-    return inputs
+# split with its best-by-validation checkpoint. Input functions (pretrained_inputs,
+# ablation_pretrained) are in common.smk.
 
 
 rule train_model:
@@ -22,17 +14,20 @@ rule train_model:
         f"logs/{config['preset']}/train_model/{{task}}_{{dataset}}_{{model}}_seed{{seed}}.log",
     benchmark:
         f"benchmarks/{config['preset']}/train_model/{{task}}_{{dataset}}_{{model}}_seed{{seed}}.tsv"
+    conda:
+        "../envs/noise2map.yaml"
+    threads: job_threads(config)
+    resources:
+        **rule_resources(config, "train_model"),
     params:
         settings=lambda wc: run_settings(config, wc.task, wc.dataset, wc.model),
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else "",
         selection="",
-    threads: job_threads(config)
-    resources:
-        **rule_resources(config, "train_model"),
+        config=RESOLVED_CONFIG,
     message:
         "Training {wildcards.model} for {wildcards.task} on {wildcards.dataset} (seed {wildcards.seed})"
     shell:
-        "noise2map train --config {RESOLVED_CONFIG} --task {wildcards.task} --dataset {wildcards.dataset}"
+        "noise2map train --config {params.config} --task {wildcards.task} --dataset {wildcards.dataset}"
         " --model {wildcards.model} --seed {wildcards.seed} {params.pretrained} {params.selection} > {log} 2>&1"
 
 
@@ -50,6 +45,7 @@ use rule train_model as train_model_other_selection with:
         settings=lambda wc: {**run_settings(config, wc.task, wc.dataset, wc.model), "selection": OTHER_SELECTION},
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else "",
         selection=lambda wc, output: f"--selection {OTHER_SELECTION} --run-dir {Path(output.metrics).parent}",
+        config=RESOLVED_CONFIG,
     message:
         "Training {wildcards.model} for {wildcards.task} on {wildcards.dataset} (seed {wildcards.seed}, "
         f"{OTHER_SELECTION} selection)"
@@ -68,18 +64,23 @@ rule train_released_backbone:
         f"logs/{config['preset']}/train_released_backbone/{{task}}_{{dataset}}_{{backbone}}_seed{{seed}}.log",
     benchmark:
         f"benchmarks/{config['preset']}/train_released_backbone/{{task}}_{{dataset}}_{{backbone}}_seed{{seed}}.tsv"
-    params:
-        settings=lambda wc: {**run_settings(config, wc.task, wc.dataset, f"noise2map-{wc.task}"),
-                             "backbone": wc.backbone},
-        run=lambda wc, output: Path(output.metrics).parent,
+    conda:
+        "../envs/noise2map.yaml"
     threads: job_threads(config)
     resources:
         **rule_resources(config, "train_model"),
+    params:
+        settings=lambda wc: {
+            **run_settings(config, wc.task, wc.dataset, f"noise2map-{wc.task}"),
+            "backbone": wc.backbone,
+        },
+        run=lambda wc, output: Path(output.metrics).parent,
+        config=RESOLVED_CONFIG,
     message:
         "Training Noise2Map for {wildcards.task} on {wildcards.dataset} from the released {wildcards.backbone} "
         "backbone (seed {wildcards.seed})"
     shell:
-        "noise2map train --config {RESOLVED_CONFIG} --task {wildcards.task} --dataset {wildcards.dataset}"
+        "noise2map train --config {params.config} --task {wildcards.task} --dataset {wildcards.dataset}"
         " --model noise2map-{wildcards.task} --seed {wildcards.seed} --pretrained {input.pretrained}"
         " --variant 'released {wildcards.backbone} backbone' --run-dir {params.run} > {log} 2>&1"
 
@@ -93,22 +94,25 @@ rule train_ablation:
     output:
         metrics=f"{RESULTS}/ablations/{{table}}/{{variant}}/{{task}}/seed{{seed}}/metrics.json",
         counts=f"{RESULTS}/ablations/{{table}}/{{variant}}/{{task}}/seed{{seed}}/tile_counts.csv",
-    wildcard_constraints:
-        table="base|table2|table3|table4|table5",
     log:
         f"logs/{config['preset']}/train_ablation/{{table}}_{{variant}}_{{task}}_seed{{seed}}.log",
+    wildcard_constraints:
+        table="base|table2|table3|table4|table5",
+    conda:
+        "../envs/noise2map.yaml"
+    threads: job_threads(config)
+    resources:
+        **rule_resources(config, "train_model"),
     params:
         settings=lambda wc: ablation_settings(config, wc.table, wc.variant, wc.task),
         dataset=config["ablations"]["dataset"],
         run=lambda wc, output: Path(output.metrics).parent,
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else "",
-    threads: job_threads(config)
-    resources:
-        **rule_resources(config, "train_model"),
+        config=RESOLVED_CONFIG,
     message:
         "Ablation {wildcards.table} {wildcards.variant}: Noise2Map-{wildcards.task} (seed {wildcards.seed})"
     shell:
-        "noise2map train --config {RESOLVED_CONFIG} --task {wildcards.task} --dataset {params.dataset}"
+        "noise2map train --config {params.config} --task {wildcards.task} --dataset {params.dataset}"
         " --model noise2map-{wildcards.task} --seed {wildcards.seed} {params.pretrained}"
         " --ablation {wildcards.table}/{wildcards.variant} --run-dir {params.run} > {log} 2>&1"
 
@@ -122,18 +126,21 @@ rule train_multitask:
     output:
         ss=f"{RESULTS}/ablations/multitask/{{variant}}/seed{{seed}}/ss/metrics.json",
         cd=f"{RESULTS}/ablations/multitask/{{variant}}/seed{{seed}}/cd/metrics.json",
-    wildcard_constraints:
-        variant="cd[0-9p]+ss[0-9p]+",
     log:
         f"logs/{config['preset']}/train_multitask/{{variant}}_seed{{seed}}.log",
-    params:
-        settings=lambda wc: {t: ablation_settings(config, "multitask", wc.variant, t) for t in ("ss", "cd")},
-        run=lambda wc, output: Path(output.ss).parent.parent,
+    wildcard_constraints:
+        variant="cd[0-9p]+ss[0-9p]+",
+    conda:
+        "../envs/noise2map.yaml"
     threads: job_threads(config)
     resources:
         **rule_resources(config, "train_model"),
+    params:
+        settings=lambda wc: {t: ablation_settings(config, "multitask", wc.variant, t) for t in ("ss", "cd")},
+        run=lambda wc, output: Path(output.ss).parent.parent,
+        config=RESOLVED_CONFIG,
     message:
         "Multi-task ablation {wildcards.variant}: one UNet for SS and CD (seed {wildcards.seed})"
     shell:
-        "noise2map train-multitask --config {RESOLVED_CONFIG} --variant {wildcards.variant}"
+        "noise2map train-multitask --config {params.config} --variant {wildcards.variant}"
         " --seed {wildcards.seed} --pretrained {input.pretrained} --run-dir {params.run} > {log} 2>&1"

@@ -6,7 +6,13 @@ rule fetch_weights:
         f"{WEIGHTS}/{{checkpoint}}",
     log:
         f"logs/{config['preset']}/fetch_weights/{{checkpoint}}.log",
+    conda:
+        "../envs/noise2map.yaml"
+    params:
+        # A function, not the string: Snakemake lints a plain-string param that prefixes an
+        # output file (it would not follow the file into remote storage).
+        cache=lambda wc: WEIGHTS,
     message:
         "Fetching pretrained checkpoint {wildcards.checkpoint}"
     shell:
-        "noise2map weights fetch {wildcards.checkpoint} --cache {WEIGHTS} > {log} 2>&1"
+        "noise2map weights fetch {wildcards.checkpoint} --cache {params.cache} > {log} 2>&1"
