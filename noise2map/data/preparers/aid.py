@@ -8,16 +8,8 @@ import numpy as np
 
 from ...errors import DataFormatError, DataNotFoundError
 from .common import (
-    LAYOUTS,
-    README_HINT,
-    Sources,
-    Split,
-    check_tile_size,
-    finish_store,
-    natural_key,
-    raw_dir,
-    read_rgb,
-    start_store,
+    LAYOUTS, README_HINT, Sources, Split, check_tile_size, finish_store, natural_key, random_crop_offset, raw_dir,
+    read_rgb, start_store,
 )
 
 
@@ -67,8 +59,7 @@ def prepare_aid(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
         if h < t or w < t:
             raise DataFormatError(f"{p}: {w}x{h} is smaller than the {t}x{t} crop.")
         sources.add(p)
-        y = int(rng.integers(0, h - t + 1))
-        x = int(rng.integers(0, w - t + 1))
+        y, x = random_crop_offset(rng, h, w, t)
         imgs[k] = img[y: y + t, x: x + t]
         rows.append((f"{p.stem}_y{y}_x{x}", sources.rel(p), y, x))
     acc.add(rows, images=imgs)

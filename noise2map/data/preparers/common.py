@@ -295,6 +295,11 @@ def _linear_taps(n_in: int, n_out: int):
     return i0, i1, frac
 
 
+def random_crop_offset(rng: np.random.Generator, h: int, w: int, t: int) -> tuple[int, int]:
+    """Top-left corner of a t×t crop, uniform over every whole crop of an h×w image: the row
+    drawn first, then the column, from the preparer's seeded generator."""
+    return int(rng.integers(0, h - t + 1)), int(rng.integers(0, w - t + 1))
+
 def resize_bilinear_cv2(arr: np.ndarray, size: int) -> np.ndarray:
     """uint8 [H, W(, C)] → [size, size(, C)] the way ``cv2.resize(..., INTER_LINEAR)`` does:
     bilinear with half-pixel centres, no antialiasing, rounded half up to uint8."""

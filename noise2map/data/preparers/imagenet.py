@@ -9,17 +9,8 @@ from PIL import Image
 
 from ...errors import DataNotFoundError
 from .common import (
-    LAYOUTS,
-    README_HINT,
-    Sources,
-    Split,
-    check_tile_size,
-    finish_store,
-    natural_key,
-    need_dir,
-    raw_dir,
-    read_pil,
-    start_store,
+    LAYOUTS, README_HINT, Sources, Split, check_tile_size, finish_store, natural_key, need_dir, random_crop_offset,
+    raw_dir, read_pil, start_store,
 )
 
 # Table III ablation pretraining sets: ImageNet and MAJOR-TOM
@@ -108,8 +99,7 @@ def prepare_imagenet(raw_root, out_dir, tile_size, seed=0, num_images=None) -> d
         arr = np.asarray(img)
         h, w = arr.shape[:2]
         sources.add(p)
-        y = int(rng.integers(0, h - t + 1))
-        x = int(rng.integers(0, w - t + 1))
+        y, x = random_crop_offset(rng, h, w, t)
         imgs[k] = arr[y: y + t, x: x + t]
         rows.append((f"{p.stem}_y{y}_x{x}", sources.rel(p), y, x))
     acc.add(rows, images=imgs)

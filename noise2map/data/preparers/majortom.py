@@ -13,16 +13,8 @@ from PIL import Image
 
 from ...errors import ConfigError, DataFormatError, DataNotFoundError
 from .common import (
-    LAYOUTS,
-    README_HINT,
-    Sources,
-    Split,
-    check_tile_size,
-    finish_store,
-    natural_key,
-    need_dir,
-    raw_dir,
-    start_store,
+    LAYOUTS, README_HINT, Sources, Split, check_tile_size, finish_store, natural_key, need_dir, random_crop_offset,
+    raw_dir, start_store,
 )
 
 # MAJOR-TOM Core-S2L2A: reflectance (DN = surface reflectance x 10000, uint16) -> uint8 RGB with
@@ -201,8 +193,7 @@ def prepare_majortom(raw_root, out_dir, tile_size, seed=0, num_images=None) -> d
                     taken: set[tuple[int, int]] = set()
                     for _ in range(c):
                         while True:
-                            y = int(rng.integers(0, h - t + 1))
-                            x = int(rng.integers(0, w - t + 1))
+                            y, x = random_crop_offset(rng, h, w, t)
                             if (y, x) not in taken:
                                 break
                         taken.add((y, x))

@@ -13,20 +13,8 @@ from rasterio.features import rasterize
 
 from ...errors import DataFormatError, DataNotFoundError
 from .common import (
-    LAYOUTS,
-    README_HINT,
-    TASK_OF,
-    Sources,
-    Split,
-    check_choice,
-    check_tile_size,
-    finish_store,
-    grid_tiles,
-    need_dir,
-    raw_dir,
-    read_tif,
-    resize_nearest_gdal,
-    start_store,
+    LAYOUTS, README_HINT, TASK_OF, Sources, Split, check_choice, check_tile_size, finish_store, grid_tiles, need_dir,
+    raw_dir, read_tif, resize_nearest_gdal, start_store,
 )
 
 log = logging.getLogger(__name__)

@@ -9,22 +9,8 @@ from PIL import Image
 
 from ...errors import DataNotFoundError
 from .common import (
-    LAYOUTS,
-    README_HINT,
-    WHU_DIRNAME,
-    Sources,
-    Split,
-    check_choice,
-    check_same_size,
-    check_tile_size,
-    finish_store,
-    natural_key,
-    need_dir,
-    raw_dir,
-    read_label,
-    read_rgb,
-    resize_pil,
-    start_store,
+    LAYOUTS, README_HINT, WHU_DIRNAME, Sources, Split, check_choice, check_same_size, check_tile_size, finish_store,
+    natural_key, need_dir, raw_dir, read_label, read_rgb, resize_pil, start_store,
 )
 
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg")

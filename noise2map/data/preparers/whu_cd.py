@@ -8,19 +8,8 @@ import numpy as np
 from PIL import Image
 
 from .common import (
-    Sources,
-    Split,
-    check_choice,
-    check_same_size,
-    check_tile_size,
-    finish_store,
-    need_dir,
-    need_file,
-    raw_dir,
-    read_label,
-    read_rgb,
-    resize_pil,
-    start_store,
+    Sources, Split, check_choice, check_same_size, check_tile_size, finish_store, need_dir, need_file, raw_dir,
+    read_label, read_rgb, resize_pil, start_store,
 )
 
 WHU_CD_PAIRS = ("drop_uniform", "drop_empty", "keep_all")

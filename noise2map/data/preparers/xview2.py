@@ -12,21 +12,8 @@ from rasterio.features import rasterize
 
 from ...errors import DataFormatError, DataNotFoundError
 from .common import (
-    LAYOUTS,
-    README_HINT,
-    TASK_OF,
-    Sources,
-    Split,
-    check_choice,
-    check_same_size,
-    check_tile_size,
-    finish_store,
-    need_dir,
-    need_file,
-    raw_dir,
-    read_rgb,
-    resize_bilinear_cv2,
-    start_store,
+    LAYOUTS, README_HINT, TASK_OF, Sources, Split, check_choice, check_same_size, check_tile_size, finish_store,
+    need_dir, need_file, raw_dir, read_rgb, resize_bilinear_cv2, start_store,
 )
 
 XVIEW2_DISASTER = "santa-rosa-wildfire"
