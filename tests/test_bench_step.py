@@ -20,7 +20,7 @@ def test_one_step_per_model_and_one_pretraining_step(tmp_path):
                           weights_only=False)
         assert best["global_step"] == 1 and best["epoch"] == 0  # one optimiser step, validated at epoch 0
     assert (tmp_path / "pretrain" / "noise2map_unet.pt").is_file()
-    assert result["settings"]["batch_sizes"] == {"ss": 8, "cd": 8} and result["settings"]["precision"] == "32-true"
+    assert result["settings"]["batch_sizes"] == {"ss": 4, "cd": 4} and result["settings"]["precision"] == "32-true"
     from noise2map.bench.common import machine_info, versions
 
     assert "3 of 3 ran." in step.markdown({**result, "machine": machine_info("cpu"), "versions": versions()})

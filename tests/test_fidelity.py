@@ -53,7 +53,7 @@ def test_demo_preset_differs_in_size_data_and_schedule_only():
     switched = table[table["config_key"] != "(no switch)"]
     assert sorted(switched.index[~switched["matches_release"]]) == sorted(
         ["Data", "Model size", "Epochs", "Optimiser", "Table III scratch row", "Fine-tuned backbone",
-         "Table III backbones"])
+         "Table III backbones", "Batch size", "Class weights (positive:background)"])
     assert table.loc["Model size", "preset_value"] == "demo"
 
 
