@@ -42,3 +42,13 @@ def test_a_cli_training_job_writes_its_phases(tmp_path):
     assert seconds["imports"] > 0.5 and seconds["fit"] > 0  # Lightning alone takes seconds to import
     assert abs(sum(v for k, v in seconds.items() if k != "total") - seconds["total"]) < 0.01
     assert timing["model"] == "fc-siam-conc"
+
+
+def test_a_second_run_in_one_process_counts_from_its_own_start():
+    phases = Phases(start=100.0)
+    phases.marks = [("imports", 104.0)]
+    phases.new_run()  # the first run: the imports stay
+    assert phases.start == 100.0 and phases.marks == [("imports", 104.0)]
+    phases.marks += [("fit", 110.0), ("test", 111.0)]
+    phases.new_run()  # a second run starts afresh
+    assert phases.marks == [] and phases.start > 111.0

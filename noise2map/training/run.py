@@ -251,6 +251,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
 
     from noise2map.training.phases import JOB
 
+    JOB.new_run()
     validate_config(config)
     check_run_inputs(config, task, dataset, model_key)
     run = Path(run)
