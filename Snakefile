@@ -38,6 +38,22 @@ onstart:
     from noise2map.config import write_resolved_config
 
     write_resolved_config(config, RESOLVED_CONFIG)
+    if config.get("warm_start") and workflow.local_exec:
+        from noise2map.warm_start import start_server
+
+        start_server()
+
+
+onsuccess:
+    from noise2map.warm_start import stop_server
+
+    stop_server()
+
+
+onerror:
+    from noise2map.warm_start import stop_server
+
+    stop_server()
 
 
 # Every table and figure of the paper; `--report results/<preset>/report.html` bundles them.

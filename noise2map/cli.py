@@ -581,6 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and os.environ.get("NOISE2MAP_WARM_SOCKET"):  # a local Snakemake job with warm_start
+        from noise2map.warm_start import run_warm
+
+        code = run_warm(sys.argv[1:])
+        if code is not None:
+            return code
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     debug = args.debug or os.environ.get("NOISE2MAP_DEBUG", "") not in ("", "0")
