@@ -281,7 +281,8 @@ def pretrain_settings(config: dict, unet: str = "noise2map", dataset: str | None
 # Settings that change how a run is executed but not its results (device count included: the
 # batch sizes are global and the randomness is keyed by sample), so changing them neither
 # reruns a finished job nor discards a killed run's checkpoint.
-EXECUTION_SETTINGS = ("devices", "num_workers", "checkpoint_every_n_steps", "num_threads", "logger")
+EXECUTION_SETTINGS = ("devices", "num_workers", "checkpoint_every_n_steps", "checkpoint_every_n_epochs", "num_threads",
+                      "logger")
 
 
 def result_config(config: dict) -> dict:

@@ -33,9 +33,11 @@ import time
 from pathlib import Path
 
 SOCKET_ENV = "NOISE2MAP_WARM_SOCKET"
-# Snakemake sets these per job (threads, resources.tmpdir); they are re-read in the child.
+# Snakemake sets these per job (threads, resources.tmpdir) and the job's shell sets the last
+# five; the child takes the job's values (torch's threads and tempfile's folder re-read).
 PER_JOB_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "TMPDIR", "TEMP", "TMP", SOCKET_ENV)
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "TMPDIR", "TEMP", "TMP", "TEMPDIR", SOCKET_ENV,
+               "SHLVL", "_", "PWD", "OLDPWD")
 # What the suite's jobs import; a missing optional one is skipped.
 PRELOAD = ("noise2map.cli", "noise2map.training.run", "noise2map.training.multitask", "noise2map.data.prepare",
            "noise2map.reporting.tables", "noise2map.reporting.figures", "baselines", "segmentation_models_pytorch",
@@ -77,7 +79,9 @@ def _wait_for_child(sock: socket.socket, pid: int) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
         kind, value = _read_reply(sock)
-    except OSError:
+    except OSError:  # the server went first: the job's process goes too, as a failed job
+        forward(signal.SIGTERM, None)
+        print(f"noise2map: the warm server ended while job process {pid} ran; it was stopped", file=sys.stderr)
         kind, value = "X", 1
     finally:
         sock.close()

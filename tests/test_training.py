@@ -74,7 +74,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(config, tmp_path):
 
     import traced_cli
 
-    config = {**config, "training": {**config["training"], "max_epochs": 12,
+    config = {**config, "training": {**config["training"], "max_epochs": 12, "checkpoint_every_n_epochs": 3,
                                      "datasets": {"whu": {"ss": {"batch_size": 4},
                                                           "cd": {"batch_size": 4, "class_weights": [1, 1],
                                                                  "max_epochs": 12}}}}}
@@ -101,6 +101,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(config, tmp_path):
     # batches 2 and 4 alone: 2 steps an epoch, 24 in 12 epochs
     assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["done"] == 2  # an epoch end
     assert state["global_step"] < 24, "last.ckpt first appeared after the last epoch: no epoch end wrote one"
+    assert state["global_step"] % 6 == 0, "checkpoint_every_n_epochs: 3 writes it at every 3rd epoch end (6 steps)"
     resume = subprocess.run(train(killed), env=traced_cli.environment(trace), check=False, capture_output=True,
                             text=True, timeout=600)
     assert resume.returncode == 0, resume.stderr[-3000:]

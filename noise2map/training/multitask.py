@@ -220,7 +220,7 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
 
     workers, batch = config["training"]["num_workers"], settings["cd"]["batch_size"]
     last = ckpt_dir / "last.ckpt"
-    best_ckpt, last_ckpt = selection_checkpoints(ckpt_dir)
+    best_ckpt, last_ckpt = selection_checkpoints(ckpt_dir, config["training"].get("checkpoint_every_n_epochs", 1))
     resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
     trainer = _fit_trainer(config, run, max(s["max_epochs"] for s in settings.values()),
                            [best_ckpt, last_ckpt, resumable],

@@ -290,7 +290,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     # best.ckpt: weights of the best-by-validation epoch (all evaluation needs); last.ckpt:
     # full state for resuming a killed run (every N steps and each epoch end), dropped once
     # the run has finished.
-    best_ckpt, last_ckpt = selection_checkpoints(ckpt_dir)
+    best_ckpt, last_ckpt = selection_checkpoints(ckpt_dir, config["training"].get("checkpoint_every_n_epochs", 1))
     resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
     trainer = _fit_trainer(config, run, settings["max_epochs"], [best_ckpt, last_ckpt, resumable],
                            val_every=settings["val_every_n_epochs"], find_unused=not model_key.startswith("noise2map"))
@@ -311,9 +311,11 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     return metrics
 
 
-def selection_checkpoints(ckpt_dir: Path):
+def selection_checkpoints(ckpt_dir: Path, every_n_epochs: int = 1):
     """best.ckpt (weights of the best-by-validation epoch), written when a validation ends;
-    last.ckpt (full state, for resuming), written at every epoch end, validated or not."""
+    last.ckpt (full state, for resuming), written at every ``every_n_epochs``-th epoch end,
+    validated or not (``training.checkpoint_every_n_epochs``: the demo's 24 one-second epochs
+    would otherwise spend a quarter of SegFormer's fit writing its 67 MB state)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_weights_only=True,
@@ -322,7 +324,7 @@ def selection_checkpoints(ckpt_dir: Path):
     # checkpoint was saved, i.e. never before training ends. One unmonitored top-1 named
     # "last" is rewritten at every epoch end (atomically, AtomicCheckpointIO).
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
-                           save_on_train_epoch_end=True)
+                           save_on_train_epoch_end=True, every_n_epochs=every_n_epochs)
     return best, last
 
 
