@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORES=${CORES:-2}
+# Each snakemake start imports its executor plugins; where SLURM's commands are installed but
+# no controller answers, the SLURM plugin waits 9 s for `scontrol show config`.
+python -c "import time; t = time.time(); import snakemake.cli; \
+print(f\"Snakemake's own start (import snakemake.cli, executor plugins included): {time.time() - t:.1f} s\")"
 rm -rf results/demo data/demo logs/demo benchmarks/demo
 start=$(python -c "import time; print(time.time())")
 if [ -n "${TARGET:-}" ]; then
