@@ -41,7 +41,7 @@ onstart:
     if config.get("warm_start") and workflow.local_exec:
         from noise2map.warm_start import start_server
 
-        start_server()
+        start_server(f"logs/{config['preset']}/warm_start.log")
 
 
 onsuccess:

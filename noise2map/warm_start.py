@@ -33,11 +33,12 @@ import time
 from pathlib import Path
 
 SOCKET_ENV = "NOISE2MAP_WARM_SOCKET"
-# Snakemake sets these per job (threads, resources.tmpdir) and the job's shell sets the last
-# five; the child takes the job's values (torch's threads and tempfile's folder re-read).
+# Snakemake sets the first ones per job (threads, resources.tmpdir); the job's shell sets or
+# drops the rest (a venv's `activate` exports PS1, which a non-interactive bash unsets). The
+# child takes the job's values (torch's threads and tempfile's folder are re-read).
 PER_JOB_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "TMPDIR", "TEMP", "TMP", "TEMPDIR", SOCKET_ENV,
-               "SHLVL", "_", "PWD", "OLDPWD")
+               "SHLVL", "_", "PWD", "OLDPWD", "PS1", "PS2", "PS3", "PS4", "PROMPT_COMMAND")
 # What the suite's jobs import; a missing optional one is skipped.
 PRELOAD = ("noise2map.cli", "noise2map.training.run", "noise2map.training.multitask", "noise2map.data.prepare",
            "noise2map.reporting.tables", "noise2map.reporting.figures", "baselines", "segmentation_models_pytorch",
@@ -112,17 +113,19 @@ def _process_start() -> float:
 
 # -- the server's side -------------------------------------------------------------------------
 
-def start_server(timeout: float = 10.0) -> str:
+def start_server(log: str | os.PathLike, timeout: float = 10.0) -> str:
     """Start a warm server for this workflow run and point the jobs at it (``SOCKET_ENV``).
 
     The socket is bound before the imports, so a job that comes early waits for them instead
-    of doing its own. The server stops with :func:`stop_server` or when its parent exits."""
+    of doing its own. ``log`` gets a line per job: forked, or run in its own process and
+    why. The server stops with :func:`stop_server` or when its parent exits."""
     import subprocess
 
     folder = tempfile.mkdtemp(prefix="noise2map-warm-")
     path = os.path.join(folder, "socket")
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in PER_JOB_ENV}
-    proc = subprocess.Popen([sys.executable, "-m", "noise2map.warm_start", path], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "noise2map.warm_start", path, os.path.abspath(log)], env=env,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
@@ -145,12 +148,12 @@ def stop_server() -> None:
         pass
 
 
-_SOCKET = ""
+_LOG = ""
 
 
-def serve(path: str) -> None:
-    global _SOCKET
-    _SOCKET, parent = path, os.getppid()
+def serve(path: str, log: str) -> None:
+    global _LOG
+    _LOG, parent = log, os.getppid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".tmp")
     listener.listen(256)
@@ -159,6 +162,7 @@ def serve(path: str) -> None:
     env = dict(os.environ)
     _preload()
     threads = _default_threads()
+    _log(f"warm server {os.getpid()} ready (socket {path})")
     added = {k: v for k, v in os.environ.items() if k not in env}  # set by the imports (rasterio, torch)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -178,7 +182,7 @@ def serve(path: str) -> None:
                     children[pid] = conn
             _reap(children)
     finally:
-        for file in (path, Path(path).with_suffix(".pid"), log_path(path)):
+        for file in (path, Path(path).with_suffix(".pid")):
             Path(file).unlink(missing_ok=True)
         try:
             os.rmdir(os.path.dirname(path))
@@ -245,14 +249,9 @@ def _accept_job(conn: socket.socket, env: dict, added: dict, threads: int, *inhe
     return pid
 
 
-def log_path(socket_path: str) -> Path:
-    """The server's log beside its socket: each job forked or sent back to its own process."""
-    return Path(socket_path).with_suffix(".log")
-
-
 def _log(line: str) -> None:
-    with open(log_path(_SOCKET), "a") as log:
-        log.write(line + "\n")
+    with open(_LOG, "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
 def _reap(children: dict[int, socket.socket]) -> None:
@@ -300,6 +299,7 @@ def _become_job(fds: list[int], request: dict, threads: int) -> None:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
+    sys.stdout.reconfigure(line_buffering=os.isatty(1))  # as a fresh interpreter buffers the job's stdout
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -365,4 +365,4 @@ def _exit_code(main, argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], sys.argv[2])

@@ -7,6 +7,7 @@ and code paths as the full demo's default target.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,9 +33,9 @@ def demo_run(tmp_path_factory):
     # --configfile takes several files: targets and flags go before it.
     configs = ["--configfile", str(ROOT / "workflow/config/demo.yaml"), str(override)]
 
-    def snakemake(*args):
+    def snakemake(*args):  # PS1 as a venv's activate exports it (the jobs' shell drops it)
         cmd = SNAKEMAKE + ["--directory", str(work), *args, *configs]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PS1": "(.venv) "})
 
     # the default target (every table and figure), the report after it, and selection_delta
     done = snakemake("--report", "results/demo/report.html", "--report-after-run", "all",
@@ -52,6 +53,17 @@ def test_demo_dag_writes_table1_with_every_model(demo_run):
     assert set(table.dataset) == {"WHU"} and set(table.preset) == {"demo"}
     assert table[["precision", "recall", "f1", "iou"]].stack().between(0, 100).all()
     assert "| Noise2Map-SS |" in (work / "results/demo/table1.md").read_text()
+
+
+@pytest.mark.slow
+def test_every_job_forked_from_the_warm_server(demo_run):
+    """The demo's warm_start: each job of the run started from the one warm server."""
+    work, _ = demo_run
+    lines = [line.split(" ", 2)[2] for line in (work / "logs/demo/warm_start.log").read_text().splitlines()]
+    jobs = [line for line in lines if not line.startswith("warm server")]
+    assert [line for line in jobs if not line.startswith("forked")] == []
+    trained = sum(1 for line in jobs if "['train'," in line)
+    assert trained == len(list((work / "results/demo").rglob("timing.json"))) > 10
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)  # pytest changes it between setup and call
-    path = warm_start.start_server()
+    path = warm_start.start_server(tmp_path / "warm_start.log")
     pid = int(Path(path).with_suffix(".pid").read_text())
     yield path, pid
     warm_start.stop_server()
@@ -47,9 +47,14 @@ def _job_env(**changes) -> dict:
     return {k: v for k, v in env.items() if v is not None}
 
 
-def _forked(path: str) -> int:
-    log = warm_start.log_path(path)
-    return sum(line.startswith("forked") for line in log.read_text().splitlines()) if log.exists() else 0
+def _log(folder: Path) -> str:
+    """The server's log (the fixture puts it in the test's folder)."""
+    log = folder / "warm_start.log"
+    return log.read_text() if log.exists() else ""
+
+
+def _forked(folder: Path) -> int:
+    return sum(line.split(" ", 2)[2].startswith("forked") for line in _log(folder).splitlines())
 
 
 def _children(pid: int) -> list[int]:
@@ -75,7 +80,7 @@ def _wait_for(condition, seconds: float = 60.0):
 
 
 def test_env_difference_ignores_only_the_per_job_variables():
-    server = {"PATH": "/bin", "HOME": "/root", "OMP_NUM_THREADS": "2"}
+    server = {"PATH": "/bin", "HOME": "/root", "OMP_NUM_THREADS": "2", "PS1": "(.venv) "}  # activate exports PS1
     job = {"PATH": "/bin", "HOME": "/root", "OMP_NUM_THREADS": "1", "TMPDIR": "/scratch", warm_start.SOCKET_ENV: "s"}
     assert warm_start.env_difference(server, job) == []
     assert warm_start.env_difference(server, {**job, "PATH": "/usr/bin", "CUDA_VISIBLE_DEVICES": "0"}) \
@@ -99,17 +104,17 @@ def test_a_warm_command_prints_and_exits_as_a_cold_one(server, tmp_path):
         cold = subprocess.run(CLI + args, env=cold_env, capture_output=True, text=True, timeout=300)
         assert (warm.returncode, warm.stdout, warm.stderr) == (cold.returncode, cold.stdout, cold.stderr)
         assert warm.returncode == code
-    assert _forked(path) == 2
+    assert _forked(tmp_path) == 2
     assert _children(pid) == [], "every child was reaped"
 
 
-def test_a_job_whose_environment_differs_runs_in_its_own_process(server):
+def test_a_job_whose_environment_differs_runs_in_its_own_process(server, tmp_path):
     path, _ = server
     other = subprocess.run(CLI + ["models", "--format", "csv"], env=_job_env(NOISE2MAP_SOMETHING_ELSE="1"),
                            capture_output=True, text=True, timeout=300)
     assert other.returncode == 0 and other.stdout.startswith("name,key,")
-    assert _forked(path) == 0
-    assert "its environment differs in NOISE2MAP_SOMETHING_ELSE" in warm_start.log_path(path).read_text()
+    assert _forked(tmp_path) == 0
+    assert "its environment differs in NOISE2MAP_SOMETHING_ELSE" in _log(tmp_path)
 
 
 def test_no_server_means_a_cold_run(monkeypatch, tmp_path):
@@ -167,6 +172,6 @@ def test_a_warm_training_run_equals_a_cold_one(server, tmp_path):
               for mode, run in runs.items()}
     assert states["warm"].keys() == states["cold"].keys()
     assert all(torch.equal(states["warm"][k], states["cold"][k]) for k in states["cold"])
-    assert _forked(server[0]) == 1, warm_start.log_path(server[0]).read_text()
+    assert _forked(tmp_path) == 1, _log(tmp_path)
     timing = {mode: json.loads((run / "timing.json").read_text())["seconds"] for mode, run in runs.items()}
     assert timing["warm"]["imports"] < timing["cold"]["imports"]
