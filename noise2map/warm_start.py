@@ -58,13 +58,13 @@ def run_warm(argv: list[str]) -> int | None:
     try:
         sock.connect(path)
         request = json.dumps({"argv": argv, "argv0": sys.argv[0], "cwd": os.getcwd(), "env": dict(os.environ),
-                              "start": _process_start()}).encode()
+                              "start": _process_start(), "install": installation()}).encode()
         socket.send_fds(sock, [_LENGTH.pack(len(request)) + request], [0, 1, 2])
         kind, value = _read_reply(sock)
     except OSError:
         sock.close()
         return None
-    if kind == "R":  # refused: this job's environment is not the server's
+    if kind == "R":  # refused: this job's environment or installation is not the server's
         sock.close()
         return None
     return _wait_for_child(sock, value)
@@ -105,6 +105,14 @@ def _read_reply(sock: socket.socket) -> tuple[str, int]:
     return data[:1].decode(), struct.unpack("!i", data[1:])[0]
 
 
+def installation() -> list[str]:
+    """The Python environment and the noise2map package a process runs: a job run by another
+    venv's ``noise2map`` than the server's must not get the server's code."""
+    import noise2map
+
+    return [sys.prefix, os.path.dirname(os.path.abspath(noise2map.__file__))]
+
+
 def _process_start() -> float:
     from noise2map.training.phases import process_start
 
@@ -113,12 +121,13 @@ def _process_start() -> float:
 
 # -- the server's side -------------------------------------------------------------------------
 
-def start_server(log: str | os.PathLike, timeout: float = 10.0) -> str:
+def start_server(log: str | os.PathLike, timeout: float = 30.0) -> str | None:
     """Start a warm server for this workflow run and point the jobs at it (``SOCKET_ENV``).
 
     The socket is bound before the imports, so a job that comes early waits for them instead
     of doing its own. ``log`` gets a line per job: forked, or run in its own process and
-    why. The server stops with :func:`stop_server` or when its parent exits."""
+    why. The server stops with :func:`stop_server` or when its parent exits. A server that
+    does not start is a warning: every job then runs in its own process."""
     import subprocess
 
     folder = tempfile.mkdtemp(prefix="noise2map-warm-")
@@ -131,7 +140,9 @@ def start_server(log: str | os.PathLike, timeout: float = 10.0) -> str:
     while not os.path.exists(path):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"the warm server did not start (socket {path})")
+            print(f"noise2map: warning: the warm server did not start (socket {path}; log {log}): "
+                  "each job runs in its own process", file=sys.stderr)
+            return None
         time.sleep(0.02)
     os.environ[SOCKET_ENV] = path
     return path
@@ -229,10 +240,13 @@ def _accept_job(conn: socket.socket, env: dict, added: dict, threads: int, *inhe
         conn.close()
         return None
     differs = env_difference(env, request["env"], added)
-    if len(fds) != 3 or differs:
+    why = (f"its environment differs in {', '.join(differs)}" if differs else
+           f"it runs {request.get('install')}, the server {installation()}" if request.get("install") != installation()
+           else "" if len(fds) == 3 else "its standard streams did not arrive")
+    if why:
         for fd in fds:
             os.close(fd)
-        _log(f"ran in its own process (its environment differs in {', '.join(differs)}): {request['argv']}")
+        _log(f"ran in its own process ({why}): {request['argv']}")
         conn.sendall(b"R" + struct.pack("!i", 0))
         conn.close()
         return None

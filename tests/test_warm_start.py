@@ -175,3 +175,14 @@ def test_a_warm_training_run_equals_a_cold_one(server, tmp_path):
     assert _forked(tmp_path) == 1, _log(tmp_path)
     timing = {mode: json.loads((run / "timing.json").read_text())["seconds"] for mode, run in runs.items()}
     assert timing["warm"]["imports"] < timing["cold"]["imports"]
+
+
+def test_a_job_of_another_installation_runs_in_its_own_process(server, tmp_path, monkeypatch, capfd):
+    """A job whose noise2map comes from another venv or checkout must not get the server's code."""
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)  # as in the server's environment
+    assert warm_start.run_warm(["models", "--format", "csv"]) == 0  # this process: served
+    assert capfd.readouterr().out.startswith("name,key,")
+    monkeypatch.setattr(warm_start, "installation", lambda: ["/elsewhere/.venv", "/elsewhere/noise2map"])
+    assert warm_start.run_warm(["models", "--format", "csv"]) is None
+    assert _forked(tmp_path) == 1
+    assert "(it runs ['/elsewhere/.venv', '/elsewhere/noise2map'], the server [" in _log(tmp_path)
