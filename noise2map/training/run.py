@@ -288,7 +288,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     JOB.mark("model")
 
     # best.ckpt: weights of the best-by-validation epoch (all evaluation needs); last.ckpt:
-    # full state for resuming a killed run (every N steps and each epoch end), dropped once
+    # full state for resuming a killed run (every N steps and every M-th epoch end), dropped once
     # the run has finished.
     best_ckpt, last_ckpt = selection_checkpoints(ckpt_dir, config["training"].get("checkpoint_every_n_epochs", 1))
     resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
@@ -314,15 +314,15 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
 def selection_checkpoints(ckpt_dir: Path, every_n_epochs: int = 1):
     """best.ckpt (weights of the best-by-validation epoch), written when a validation ends;
     last.ckpt (full state, for resuming), written at every ``every_n_epochs``-th epoch end,
-    validated or not (``training.checkpoint_every_n_epochs``: the demo's 24 one-second epochs
-    would otherwise spend a quarter of SegFormer's fit writing its 67 MB state)."""
+    validated or not (``training.checkpoint_every_n_epochs``: at every epoch end, the demo's
+    one-second epochs spent a quarter of SegFormer's fit writing its 67 MB state)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_weights_only=True,
                            enable_version_counter=False, save_on_train_epoch_end=False)
     # Not save_top_k=0 + save_last: Lightning 2.6 then writes last.ckpt only where another
     # checkpoint was saved, i.e. never before training ends. One unmonitored top-1 named
-    # "last" is rewritten at every epoch end (atomically, AtomicCheckpointIO).
+    # "last" is rewritten at every N-th epoch end (atomically, AtomicCheckpointIO).
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
                            save_on_train_epoch_end=True, every_n_epochs=every_n_epochs)
     return best, last
