@@ -338,7 +338,9 @@ def _job_threads(env: dict, default: int) -> int:
 
 
 def _watch_client(conn: socket.socket) -> None:
-    """If the job's client goes (killed outright), so does this child: Snakemake counts it gone."""
+    """If the job's client goes before this child (``kill -9`` of the job or of Snakemake's
+    process group), the child dies the same death at once: a job Snakemake counts gone must
+    not go on writing its run folder. (A signal the client receives is forwarded instead.)"""
     import threading
 
     def watch():
@@ -347,7 +349,7 @@ def _watch_client(conn: socket.socket) -> None:
                 pass
         except OSError:
             pass
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, daemon=True, name="warm-start-client-watch").start()
 

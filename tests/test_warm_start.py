@@ -139,15 +139,21 @@ def test_a_signal_reaches_the_child_and_its_death_is_the_jobs(server, tmp_path):
 
 
 def test_a_killed_client_takes_its_child_with_it(server, tmp_path):
+    """kill -9 of the job: its process (the server's child) dies at once too, as the job's
+    own process would have, so a rerun never meets a straggler in the run folder."""
     path, pid = server
-    (tmp_path / "slow_plugin.py").write_text("import time\ntime.sleep(60)\nSPECS = []\n")
-    config = tmp_path / "slow.yaml"
-    config.write_text(yaml.safe_dump({"model_modules": ["slow_plugin"]}))
-    job = subprocess.Popen(CLI + ["models", "--config", str(config)], env=_job_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    (child,) = _wait_for(lambda: _children(pid))
+    # it ignores SIGTERM (as training defers it to the next step): only a kill stops it at once
+    (tmp_path / "stubborn_plugin.py").write_text(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\nSPECS = []\n")
+    config = tmp_path / "stubborn.yaml"
+    config.write_text(yaml.safe_dump({"model_modules": ["stubborn_plugin"]}))
+    job = subprocess.Popen(CLI + ["models", "--config", str(config)], env=_job_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    _wait_for(lambda: _children(pid))
+    time.sleep(1)  # the plugin's import has reached its sleep
     job.kill()
     job.wait(timeout=30)
-    _wait_for(lambda: _children(pid) == [], seconds=30)
+    _wait_for(lambda: _children(pid) == [], seconds=5)
 
 
 def test_a_warm_training_run_equals_a_cold_one(server, tmp_path):
