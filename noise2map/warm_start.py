@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from noise2map.training.phases import process_start
+
 SOCKET_ENV = "NOISE2MAP_WARM_SOCKET"
 # Snakemake sets the first ones per job (threads, resources.tmpdir); the job's shell sets or
 # drops the rest (a venv's `activate` exports PS1, which a non-interactive bash unsets). The
@@ -58,7 +60,7 @@ def run_warm(argv: list[str]) -> int | None:
     try:
         sock.connect(path)
         request = json.dumps({"argv": argv, "argv0": sys.argv[0], "cwd": os.getcwd(), "env": dict(os.environ),
-                              "start": _process_start(), "install": installation()}).encode()
+                              "start": process_start(), "install": installation()}).encode()
         socket.send_fds(sock, [_LENGTH.pack(len(request)) + request], [0, 1, 2])
         kind, value = _read_reply(sock)
     except OSError:
@@ -111,12 +113,6 @@ def installation() -> list[str]:
     import noise2map
 
     return [sys.prefix, os.path.dirname(os.path.abspath(noise2map.__file__))]
-
-
-def _process_start() -> float:
-    from noise2map.training.phases import process_start
-
-    return process_start()
 
 
 # -- the server's side -------------------------------------------------------------------------
@@ -188,7 +184,7 @@ def serve(path: str, log: str) -> None:
                 os.read(wake_r, 512)
             if listener in ready:
                 conn, _ = listener.accept()
-                pid = _accept_job(conn, env, added, threads, listener, wake_r, wake_w)
+                pid = _accept_job(conn, env, added, threads, listener.fileno(), wake_r, wake_w)
                 if pid is not None:
                     children[pid] = conn
             _reap(children)
@@ -225,7 +221,7 @@ def env_difference(server: dict, job: dict, added: dict | None = None) -> list[s
     return sorted(k for k in keys if server.get(k) != job.get(k) and not (k in added and job.get(k) in (None, added[k])))
 
 
-def _accept_job(conn: socket.socket, env: dict, added: dict, threads: int, *inherited) -> int | None:
+def _accept_job(conn: socket.socket, env: dict, added: dict, threads: int, *inherited: int) -> int | None:
     try:
         message, fds, _, _ = socket.recv_fds(conn, 65536, 3)
         (length,) = _LENGTH.unpack(message[:4])
@@ -252,8 +248,8 @@ def _accept_job(conn: socket.socket, env: dict, added: dict, threads: int, *inhe
         return None
     pid = os.fork()
     if pid == 0:
-        for fd in inherited:
-            os.close(fd if isinstance(fd, int) else fd.fileno())
+        for fd in inherited:  # the server's own: the listening socket, the wake-up pipe
+            os.close(fd)
         request["env"] = {**added, **request["env"]}
         _run_child(conn, fds, request, threads)  # never returns
     for fd in fds:

@@ -300,6 +300,7 @@ def random_crop_offset(rng: np.random.Generator, h: int, w: int, t: int) -> tupl
     drawn first, then the column, from the preparer's seeded generator."""
     return int(rng.integers(0, h - t + 1)), int(rng.integers(0, w - t + 1))
 
+
 def resize_bilinear_cv2(arr: np.ndarray, size: int) -> np.ndarray:
     """uint8 [H, W(, C)] → [size, size(, C)] the way ``cv2.resize(..., INTER_LINEAR)`` does:
     bilinear with half-pixel centres, no antialiasing, rounded half up to uint8."""
