@@ -363,7 +363,7 @@ def _exit_code(main, argv: list[str]) -> int:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
         return 130
-    except BaseException:
+    except BaseException:  # noqa: BLE001 -- any escape ends the job as an uncaught one ends python: traceback, 1
         import traceback
 
         traceback.print_exc()
