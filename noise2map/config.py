@@ -154,21 +154,32 @@ def evaluation_split(config: dict, dataset: str) -> str:
 PRETRAIN_DATASETS = ("aid", "imagenet", "majortom")
 
 
-# The preparation switches: option → (prepared set, preparer keyword, the released code's value).
+# The preparation switches: option → (prepared set(s), preparer keyword, the released code's value).
+# A switch of the data's source rules (a SpaceNet7 label raster, the xView2 masks) serves both
+# tasks of that source: both stores take it.
 PREPARATION = {
+    "spacenet7_label_raster": (("spacenet7-ss", "spacenet7-cd"), "label_raster", "hafner"),
     "spacenet7_ss_months": ("spacenet7-ss", "months", "usable"),
     "spacenet7_ss_read_size": ("spacenet7-ss", "read_size", "nominal"),
     "whu_ss_mask_resize": ("whu-ss", "mask_resize", "bilinear_truncate"),
     "whu_cd_pairs": ("whu-cd", "pairs", "drop_uniform"),
+    "xview2_mask": (("xview2-ss", "xview2-cd"), "mask", "pre_footprints"),
+    "xview2_mask_border": (("xview2-ss", "xview2-cd"), "border", 2),
+    "xview2_pairs": (("xview2-ss", "xview2-cd"), "pairs_kept", "with_mask"),
     "xview2_cd_pairs": ("xview2-cd", "pairs", "keep_all"),
 }
+
+
+def _serves(store, name: str) -> bool:
+    return name in ((store,) if isinstance(store, str) else store)
 
 
 def preparation_options(config: dict, name: str) -> dict:
     """The preparer keywords of prepared set ``name`` (released values unless the config's
     ``preparation`` block says otherwise)."""
     chosen = config.get("preparation") or {}
-    return {kw: chosen.get(key, released) for key, (store, kw, released) in PREPARATION.items() if store == name}
+    return {kw: chosen.get(key, released) for key, (store, kw, released) in PREPARATION.items()
+            if _serves(store, name)}
 
 
 def store_name(config: dict, name: str) -> str:
@@ -176,7 +187,7 @@ def store_name(config: dict, name: str) -> str:
     set away from the released code, so presets that prepare differently never share a store."""
     chosen = config.get("preparation") or {}
     changed = [str(chosen[key]) for key, (store, _, released) in PREPARATION.items()
-               if store == name and chosen.get(key, released) != released]
+               if _serves(store, name) and chosen.get(key, released) != released]
     return "+".join([name, *changed])
 
 

@@ -51,6 +51,7 @@ MANIFEST = "{name}.acquired.json"
 SYNTHETIC_MARKER = "SYNTHETIC.json"
 DEFAULT_DOWNLOADS = "data/downloads"
 WHU_DIRNAME = "3. The cropped image tiles and raster labels"
+HAFNER_COMMIT = "704d4fdb25f9efb03dbda7cc339761dc15c18d9a"  # SebastianHafner/SemiSupervisedMultiModalCD
 
 # Sample counts the paper reports (§IV-A, §IV-B) per prepared data set.
 PAPER_COUNTS = {
@@ -84,8 +85,11 @@ class Archive:
         member_marker: a glob that matches inside the archive's data folder; the shallowest
             folder of the extracted archive where it matches is what is kept (wrapper
             folders of different packagings are dropped).
-        into: where that folder goes under ``<raw_root>/<name>`` ("" = the root itself).
+        into: where that folder goes under ``<raw_root>/<name>`` ("" = the root itself); for a
+            ``plain`` file, its path there.
         size: approximate size, for messages only.
+        plain: a file used as it is (not an archive), copied to ``into``; it is also fetched
+            into a tree that was put in place by hand.
     """
 
     file: str
@@ -97,6 +101,7 @@ class Archive:
     member_marker: str = "*"
     into: str = ""
     size: str | None = None
+    plain: bool = False
 
     @property
     def pinned(self) -> bool:
@@ -159,14 +164,26 @@ SOURCES: dict[str, RawSource] = {s.name: s for s in [
                  page="s3://spacenet-dataset/spacenet/SN7_buildings/tarballs/ (public, no account; "
                       "`aws s3 cp --no-sign-request`)",
                  md5="6eda13b9c28f6f5cdf00a7e8e218c1b1", checksum_source="torchgeo datasets/spacenet (notes)",
-                 member_marker="*/images_masked/global_monthly_*_mosaic_*.tif", into="train"),),
+                 member_marker="*/images_masked/global_monthly_*_mosaic_*.tif", into="train"),
+         # The release's month list: Hafner et al.'s file, at the commit that holds it (no licence
+         # file in that repository: fetched, never shipped).
+         Archive("metadata_train.json",
+                 urls=(f"https://raw.githubusercontent.com/SebastianHafner/SemiSupervisedMultiModalCD/"
+                       f"{HAFNER_COMMIT}/dataset/metadata_train.json",),
+                 page=f"https://github.com/SebastianHafner/SemiSupervisedMultiModalCD/blob/{HAFNER_COMMIT}/"
+                      "dataset/metadata_train.json",
+                 sha256="c5973861cdeabc49eee9265dc5b616f37318ecd0dec893d1033b81a3c7690a68",
+                 checksum_source="the file at that commit (291,049 bytes)", into="metadata_train.json",
+                 size="291 kB", plain=True)),
         required=("train/*/images_masked/global_monthly_*_mosaic_*.tif",
                   "train/*/labels_match_pix/*_Buildings.geojson"),
         licence="public on the SpaceNet AWS open-data bucket",
         counts=(("AOI folders", "train/*/"), ("monthly mosaics (images_masked)", "train/*/images_masked/*.tif"),
                 ("label files (labels_match_pix)", "train/*/labels_match_pix/*.geojson")),
-        expected={"AOI folders": 60},
-        note="The Hafner split uses 59 of the 60 train AOIs; the test tarball is not needed."),
+        expected={"AOI folders": 60, "monthly mosaics (images_masked)": 1423},
+        note="The Hafner split uses 59 of the 60 train AOIs (L15-0571E-1075N_2287_3888_13 is in no list); "
+             "the test tarball is not needed. metadata_train.json (Hafner et al.) lists the usable months: "
+             "1,219 of the split's, 19,504 SS tiles."),
     RawSource(
         "whu", "WHU Building Dataset, aerial imagery (cropped 512² tiles)",
         (Archive("3. The cropped aerial image tiles and raster labels.zip",
@@ -425,13 +442,17 @@ def acquire(name: str, raw_root, downloads_dir=DEFAULT_DOWNLOADS, base_url: str 
     root = raw_root / name
     mpath = manifest_path(raw_root, name)
     if not layout_problems(source, root):
+        added = [] if is_synthetic(root) else _add_plain_files(source, root, raw_root, downloads, base_url, quiet)
         old = read_manifest(raw_root, name)
         if old is not None:
+            if added:
+                old = {**old, "archives": old.get("archives", []) + added}
+                write_json(mpath, old)
             return old
         files, size = _tree_size(root)
         manifest = {"name": name, "raw_dir": str(root),
                     "source": "synthetic" if is_synthetic(root) else "found in place (not extracted by noise2map)",
-                    "verified": False, "archives": [], "counts": layout_counts(source, root),
+                    "verified": False, "archives": added, "counts": layout_counts(source, root),
                     "files": files, "bytes": size, "acquired": _now(), "noise2map_version": __version__}
         write_json(mpath, manifest)
         return manifest
@@ -467,6 +488,10 @@ def acquire(name: str, raw_root, downloads_dir=DEFAULT_DOWNLOADS, base_url: str 
     try:
         tree.mkdir()
         for i, (a, path, _sha, _md5, _origin, fresh) in enumerate(got):
+            if a.plain:
+                (tree / a.into).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, tree / a.into)
+                continue
             unpacked = stage / f"archive{i}"
             t0 = time.monotonic()
             members = ex.extract(path, unpacked)
@@ -519,6 +544,34 @@ def acquire(name: str, raw_root, downloads_dir=DEFAULT_DOWNLOADS, base_url: str 
                 "acquired": _now(), "noise2map_version": __version__}
     write_json(mpath, manifest)
     return manifest
+
+
+def _add_plain_files(source: RawSource, root: Path, raw_root: Path, downloads: Path, base_url: str | None,
+                     quiet: bool) -> list[dict]:
+    """Fetch the plain files (``Archive.plain``) that a tree put in place by hand lacks; their
+    records for the manifest. The file lands by one rename: a killed fetch leaves nothing."""
+    added = []
+    for a in (a for a in source.archives if a.plain and not (root / a.into).is_file()):
+        path = downloads / a.file
+        lock = read_lock(downloads)
+        if path.is_file():
+            sha, md5 = _check_local(a, path, lock)
+            origin = "user-supplied or earlier download"
+        elif a.fetch_urls(base_url):
+            try:
+                sha, md5, origin = _fetch(a, path, lock, base_url, quiet)
+            except DownloadError as err:
+                raise DownloadError(f"{err}\nRerun to resume, or fetch it yourself:\n"
+                                    + how_to_get(source, root, downloads, [a], raw_root)) from err
+        else:
+            raise DataNotFoundError(how_to_get(source, root, downloads, [a], raw_root))
+        tmp = root / f".{Path(a.into).name}.part"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, root / a.into)
+        log.info("%s: %s put at %s", source.name, a.file, root / a.into)
+        added.append({"file": a.file, "path": str(path), "bytes": path.stat().st_size, "sha256": sha, "md5": md5,
+                      "checksum": f"SHA-256 published ({a.checksum_source})", "source": origin, "into": a.into})
+    return added
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import re
 from datetime import date
 from pathlib import Path
 
+import cv2
 import numpy as np
 from rasterio.features import rasterize
 
@@ -58,18 +59,22 @@ SPACENET7_SPLIT: dict[str, tuple[str, ...]] = {
         "L15-1691E-1211N_6764_3347_13", "L15-1848E-0793N_7394_5018_13",
     ),
 }
-# AOIs of the raw train tarball that the Hafner split deliberately leaves out. Empty: the
-# notes do not name one. (The train tarball is said to hold 60 AOIs and the split lists 59;
-# if the real data has an AOI in no list, the preparer stops and names it — add it here only
-# once it is confirmed that Hafner et al. excluded it.)
-SPACENET7_EXCLUDED_AOIS: frozenset[str] = frozenset()
+# The train tarball's 60th AOI: in none of Hafner et al.'s lists and none of their
+# metadata_train.json's usable months (20 months), so the release never read it.
+SPACENET7_EXCLUDED_AOIS: frozenset[str] = frozenset({"L15-0571E-1075N_2287_3888_13"})
+# What the release's inputs count on the full train tarball with metadata_train.json
+# (59 split AOIs: 599 / 319 / 301 usable months x 16 tiles = the paper's 19,504).
+SPACENET7_EXPECTED = {"AOI folders": 60, "monthly mosaics": 1423, "usable months": 1219, "SS tiles": 19504}
+# Hafner et al.'s month list (SebastianHafner/SemiSupervisedMultiModalCD, dataset/metadata_train.json).
+METADATA_FILE = "metadata_train.json"
 # SpaceNet7
 
 _SN7_IMAGE = re.compile(r"^global_monthly_(\d{4})_(\d{2})_mosaic_(.+)\.tif$")
 
 
 def _sn7_scan(raw_root: Path, sources: Sources):
-    """{split: [(aoi, [(date, image path, label path or None), ...]), ...]} + bookkeeping."""
+    """{split: [(aoi, [(date, image path, label path or None), ...]), ...]}, the AOIs outside the
+    split, the AOIs excluded by name and the number of monthly mosaics of every AOI folder."""
     raw = raw_dir(raw_root, "spacenet7")
     train = need_dir(raw / "train", "spacenet7", "SpaceNet7 train")
     aois = sorted(d.name for d in train.iterdir() if d.is_dir())
@@ -80,9 +85,11 @@ def _sn7_scan(raw_root: Path, sources: Sources):
     split_of = {a: s for s, lst in SPACENET7_SPLIT.items() for a in lst}
     # The train tarball has 60 AOIs, the split lists 59: an AOI in no list is not used, and
     # the manifest names it (outside_split) so the difference is visible, not silent.
-    outside = [a for a in aois if a not in split_of]
+    outside = [a for a in aois if a not in split_of and a not in SPACENET7_EXCLUDED_AOIS]
     if outside:
         log.warning("SpaceNet7 AOIs in none of the Hafner lists, not used: %s", ", ".join(outside))
+    excluded = [a for a in aois if a in SPACENET7_EXCLUDED_AOIS]
+    mosaics = sum(1 for a in aois for p in (train / a / "images_masked").glob("*.tif") if _SN7_IMAGE.match(p.name))
     by_split: dict[str, list] = {s: [] for s in SPACENET7_SPLIT}
     for aoi in aois:
         if aoi in SPACENET7_EXCLUDED_AOIS or aoi not in split_of:
@@ -99,9 +106,8 @@ def _sn7_scan(raw_root: Path, sources: Sources):
                     "re-extract the archive."
                 )
             label = train / aoi / "labels_match_pix" / f"{path.stem}_Buildings.geojson"
-            months.append(
-                (date(int(m.group(1)), int(m.group(2)), 1), path, label if label.is_file() else None)
-            )
+            labelled = label.is_file() or labels_raster_path(label).is_file()
+            months.append((date(int(m.group(1)), int(m.group(2)), 1), path, label if labelled else None))
         if not months:
             raise DataNotFoundError(
                 f"no global_monthly_<YYYY>_<MM>_mosaic_{aoi}.tif in {img_dir}. Expected layout: "
@@ -109,7 +115,7 @@ def _sn7_scan(raw_root: Path, sources: Sources):
             )
         months.sort(key=lambda x: x[0])
         by_split[split_of[aoi]].append((aoi, months))
-    return by_split, outside
+    return by_split, outside, excluded, mosaics
 
 
 def _sn7_mosaic(path: Path, sources: Sources) -> np.ndarray:
@@ -144,8 +150,11 @@ def _geometries(obj, path: Path):
             yield [[tuple(pt[:2]) for pt in ring] for ring in rings]
 
 
-def _sn7_label(path: Path, shape: tuple[int, int], sources: Sources) -> np.ndarray:
-    """Rasterise labels_match_pix polygons (pixel coordinates) at the mosaic size: {0, 1}."""
+SPACENET7_LABEL_RASTERS = ("hafner", "pixel_centre")
+
+
+def _sn7_polygons(path: Path, shape: tuple[int, int], sources: Sources) -> list:
+    """The building polygons (rings of (x = column, y = row)) of one labels_match_pix file."""
     try:
         obj = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -153,16 +162,96 @@ def _sn7_label(path: Path, shape: tuple[int, int], sources: Sources) -> np.ndarr
     sources.add(path)
     polys = list(_geometries(obj, path))
     h, w = shape
-    if not polys:
-        return np.zeros(shape, np.uint8)
-    extent = max(abs(c) for rings in polys for ring in rings for pt in ring for c in pt)
+    extent = max((abs(c) for rings in polys for ring in rings for pt in ring for c in pt), default=0)
     if extent > 4 * max(h, w):
         raise DataFormatError(
             f"{path}: coordinates up to {extent:g}, far outside the {w}x{h} mosaic — these are "
             "not pixel coordinates; use the labels_match_pix files, not labels/labels_match."
         )
+    return polys
+
+
+def hafner_raster(polys: list, shape: tuple[int, int]) -> np.ndarray:
+    """{0, 1} building raster by Hafner et al.'s rule (the labels_raster/ the release read).
+
+    Per building: its outline rounded to whole pixels and filled with 255 by OpenCV's
+    anti-aliased polygon fill, its holes filled with 0 the same way; then every pixel below
+    255 (an anti-aliased edge) is background. Thin SpaceNet7 buildings lose their edge pixels."""
+    mask = np.zeros(shape, np.uint8)
+    for exterior, *holes in polys:
+        cv2.fillPoly(mask, [np.rint(np.asarray(exterior, float)).astype(np.int32)], 255, cv2.LINE_AA)
+        for hole in holes:
+            cv2.fillPoly(mask, [np.rint(np.asarray(hole, float)).astype(np.int32)], 0, cv2.LINE_AA)
+    return (mask == 255).astype(np.uint8)
+
+
+def pixel_centre_raster(polys: list, shape: tuple[int, int]) -> np.ndarray:
+    """{0, 1} raster: a pixel is a building when its centre lies inside a polygon (holes out)."""
+    if not polys:
+        return np.zeros(shape, np.uint8)
     shapes = [({"type": "Polygon", "coordinates": rings}, 1) for rings in polys]
     return rasterize(shapes, out_shape=shape, fill=0, dtype="uint8")
+
+
+def _sn7_label(path: Path, shape: tuple[int, int], sources: Sources, rule: str = "pixel_centre") -> np.ndarray:
+    """Rasterise labels_match_pix polygons (pixel coordinates) at the mosaic size: {0, 1}."""
+    polys = _sn7_polygons(path, shape, sources)
+    return hafner_raster(polys, shape) if rule == "hafner" else pixel_centre_raster(polys, shape)
+
+
+def labels_raster_path(geojson: Path) -> Path:
+    """``labels_raster/<image>_Buildings.tif`` beside ``labels_match_pix/<image>_Buildings.geojson``."""
+    return geojson.parent.parent / "labels_raster" / (geojson.stem + ".tif")
+
+
+def _read_labels_raster(path: Path, shape: tuple[int, int], sources: Sources) -> np.ndarray:
+    arr = read_tif(path)[..., 0]
+    if arr.shape != tuple(shape):
+        raise DataFormatError(f"{path}: {arr.shape[1]}x{arr.shape[0]}, but its mosaic is {shape[1]}x{shape[0]}; "
+                              "re-extract the labels_raster files.")
+    sources.add(path)
+    return (arr > 0).astype(np.uint8)  # the released loaders: label > 0
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+class LabelRasters:
+    """The building raster of each labelled month under one rule, and what was read.
+
+    Under ``hafner`` an existing ``labels_raster/`` file (PANGAEA's archive ships them) is read
+    as the release read it; the first file of each AOI is also rasterised by the rule and the
+    agreement (IoU) recorded, so a user sees whether those files are Hafner's."""
+
+    def __init__(self, rule: str, sources: Sources):
+        check_choice("spacenet7_label_raster", rule, SPACENET7_LABEL_RASTERS)
+        self.rule, self.sources = rule, sources
+        self.read_files, self.compared, self._checked_aois = 0, [], set()
+
+    def __call__(self, aoi: str, geojson: Path, shape: tuple[int, int]) -> np.ndarray:
+        tif = labels_raster_path(geojson)
+        if self.rule != "hafner" or not tif.is_file():
+            return _sn7_label(geojson, shape, self.sources, self.rule)
+        label = _read_labels_raster(tif, shape, self.sources)
+        self.read_files += 1
+        if aoi not in self._checked_aois and geojson.is_file():
+            self._checked_aois.add(aoi)
+            ours = _sn7_label(geojson, shape, self.sources, "hafner")
+            self.compared.append({"file": self.sources.rel(tif), "iou": round(iou(label, ours), 4)})
+        return label
+
+    def record(self) -> dict:
+        out = {"rule": self.rule, "labels_raster_files_read": self.read_files}
+        if self.compared:
+            ious = [c["iou"] for c in self.compared]
+            out |= {"labels_raster_vs_rule": self.compared, "labels_raster_vs_rule_min_iou": min(ious)}
+            if min(ious) < 0.95:
+                log.warning("SpaceNet7 labels_raster/ files differ from Hafner et al.'s rule (IoU down to %.3f): "
+                            "they are not the files the release read; move labels_raster/ away to rasterise the "
+                            "labels_match_pix polygons instead", min(ious))
+        return out
 
 
 SPACENET7_SS_MONTHS = ("usable", "labelled")
@@ -173,9 +262,9 @@ def _sn7_usable(raw: Path, aoi: str, d: date, img_path: Path, metadata: dict | N
     """(usable, why not) of one month for SpaceNet7-SS: labelled and not masked.
 
     The released spacenet7_sem.py keeps a month when Hafner et al.'s ``metadata_train.json``
-    says ``label`` true and ``mask`` false. That file is not in the SpaceNet7 tarball: where it
-    lies in ``spacenet7/`` it is read; otherwise ``mask`` is taken to mean that the month has
-    an unusable-data mask in the tarball's ``train/<aoi>/UDM_masks/`` (our reading)."""
+    says ``label`` true and ``mask`` false. Hafner et al. set ``mask`` when the month has an
+    unusable-data mask (``train/<aoi>/UDM_masks/``); synthetic data, which has no such list,
+    is read by that rule (``metadata`` None)."""
     if metadata is not None:
         entry = next((e for e in metadata.get(aoi, []) if (int(e["year"]), int(e["month"])) == (d.year, d.month)),
                      None)
@@ -193,9 +282,19 @@ def _sn7_usable(raw: Path, aoi: str, d: date, img_path: Path, metadata: dict | N
 
 
 def _sn7_metadata(raw: Path, sources: Sources) -> dict | None:
-    path = raw / "metadata_train.json"
+    """Hafner et al.'s month list; required for real data (the release's month filter)."""
+    path = raw / METADATA_FILE
     if not path.is_file():
-        return None
+        if (raw / "SYNTHETIC.json").is_file():
+            return None
+        from ..acquire import SOURCES  # the pinned URL and checksum live with the other archives
+
+        a = next(a for a in SOURCES["spacenet7"].archives if a.file == METADATA_FILE)
+        raise DataNotFoundError(
+            f"{path} does not exist: the released SpaceNet7-SS loader keeps a month only when Hafner et al.'s "
+            f"{METADATA_FILE} says label true and mask false. Run `noise2map acquire spacenet7` (it fetches the "
+            f"file), or download {a.urls[0]} (sha256 {a.sha256}) and put it at {path}. "
+            "(preparation.spacenet7_ss_months: labelled keeps every labelled month without it.)")
     try:
         metadata = json.loads(path.read_text())
         if not isinstance(metadata, dict):
@@ -204,6 +303,16 @@ def _sn7_metadata(raw: Path, sources: Sources) -> dict | None:
         raise DataFormatError(f"{path}: not Hafner et al.'s metadata_train.json ({exc})") from exc
     sources.add(path)
     return metadata
+
+
+def _count_checks(found: dict, synthetic: bool) -> tuple[dict, list[str]]:
+    """Found vs expected counts of the full train tarball; each difference named."""
+    checks = {k: {"found": found[k], "expected": n} for k, n in SPACENET7_EXPECTED.items() if k in found}
+    mismatches = [f"{k}: {c['found']}, expected {c['expected']}" for k, c in checks.items()
+                  if c["found"] != c["expected"]]
+    if mismatches and not synthetic:
+        log.warning("SpaceNet7 counts differ from the full train tarball's: %s", "; ".join(mismatches))
+    return checks, mismatches
 
 
 SPACENET7_SS_READ_SIZES = ("nominal", "native")
@@ -216,18 +325,20 @@ def nominal_size(n: int, tile: int) -> int:
 
 
 def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int, months: str = "usable",
-                       read_size: str = "native") -> dict:
+                       read_size: str = "native", label_raster: str = "hafner") -> dict:
     task = TASK_OF[name]
     t = tile_size
     check_choice("spacenet7_ss_months", months, SPACENET7_SS_MONTHS)
     check_choice("spacenet7_ss_read_size", read_size, SPACENET7_SS_READ_SIZES)
     sources = Sources(raw_root)
+    labels = LabelRasters(label_raster, sources)
     raw = raw_dir(Path(raw_root), "spacenet7")
-    by_split, outside = _sn7_scan(Path(raw_root), sources)
+    synthetic = (raw / "SYNTHETIC.json").is_file()
+    by_split, outside, excluded, n_mosaics = _sn7_scan(Path(raw_root), sources)
     metadata = _sn7_metadata(raw, sources) if task == "ss" and months == "usable" else None
     out_dir = start_store(out_dir)
     splits = {s: Split(task, t) for s in SPACENET7_SPLIT}
-    unlabelled, aois_found, masked = [], {}, {}
+    unlabelled, aois_found, masked, used_months = [], {}, {}, 0
     for split, entries in by_split.items():
         aois_found[split] = [aoi for aoi, _ in entries]
         for aoi, dates in entries:
@@ -237,7 +348,7 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int, months: str
                 if k not in cache:
                     d, img_path, lab_path = dates[k]
                     img = _sn7_mosaic(img_path, sources)
-                    lab = _sn7_label(lab_path, img.shape[:2], sources)
+                    lab = labels(aoi, lab_path, img.shape[:2])
                     if read_size == "nominal":  # the released SS read: out_shape=(1024, 1024), nearest
                         h, w = img.shape[:2]
                         shape = (nominal_size(h, t), nominal_size(w, t))
@@ -264,6 +375,7 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int, months: str
                         for i in range(nh) for j in range(nw)
                     ]
                     splits[split].add(rows, images=it, labels=lt)
+                    used_months += 1
                     del cache[k]
             else:
                 for k in range(len(dates) - 1):
@@ -286,12 +398,21 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int, months: str
                     ]
                     splits[split].add(rows, pre=it1, post=it2, labels=lt1 ^ lt2)
                     cache.pop(k, None)
+    label_rule = (
+        "Labels: Hafner et al.'s labels_raster rule (the files the released loaders read): per building of "
+        "labels_match_pix/<image>_Buildings.geojson, the outline rounded to whole pixels and filled with 255 by "
+        "cv2.fillPoly(..., cv2.LINE_AA), holes filled with 0 the same way, then every pixel < 255 set to 0; an "
+        "existing labels_raster/<image>_Buildings.tif is read instead (> 0 = building) and the first of each AOI "
+        "compared with the rule (manifest: label_raster)."
+        if label_raster == "hafner" else
+        "Labels: labels_match_pix/<image>_Buildings.geojson polygons (pixel coordinates) rasterised at the "
+        "mosaic size (pixel centre inside polygon = building).")
     rules = [
         "AOI split of Hafner et al. 2023 (SPACENET7_SPLIT: 30 train / 15 val / 14 test AOIs); "
-        "AOI folders in no list are not used (manifest: outside_split).",
+        f"{', '.join(sorted(SPACENET7_EXCLUDED_AOIS))} (in no list, the tarball's 60th AOI) is excluded by name; "
+        "other AOI folders in no list are not used (manifest: outside_split).",
         "Images: train/<aoi>/images_masked/*.tif, alpha band dropped (RGB kept).",
-        "Labels: labels_match_pix/<image>_Buildings.geojson polygons (pixel coordinates) "
-        "rasterised at the mosaic size (pixel centre inside polygon = building).",
+        label_rule,
         f"Non-overlapping {t}x{t} tiles in row-major order; mosaics not a multiple of {t} "
         "(e.g. 1023/1025 px) keep the floor number of whole tiles (right/bottom remainder dropped).",
     ]
@@ -300,8 +421,9 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int, months: str
                      if months == "labelled" else
                      "SS: a month is used when it has a label file and is not masked (the released "
                      "spacenet7_sem.py's metadata_train.json filter: label true, mask false; "
-                     + ("read from metadata_train.json" if metadata is not None else
-                        "without that file, 'masked' = the month has a UDM_masks file")
+                     + ("read from Hafner et al.'s metadata_train.json" if metadata is not None else
+                        "synthetic data has no metadata_train.json: 'masked' = the month has a UDM_masks file, "
+                        "Hafner et al.'s meaning of the flag")
                      + "); skipped months are listed in the manifest's masked_months.")
         if read_size == "nominal":
             rules.append("SS: mosaic and label resampled (nearest, as rasterio's read with out_shape) to their "
@@ -313,15 +435,23 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int, months: str
             "two building rasters. (The released spacenet7_cd.py also requires the two dates to be "
             ">= 5 days apart, but its dates are day 1 of the month, so that test never drops a pair.)"
         )
+    found = {"AOI folders": sum(map(len, aois_found.values())) + len(outside) + len(excluded),
+             "monthly mosaics": n_mosaics}
+    if task == "ss" and months == "usable":
+        found |= {"usable months": used_months, "SS tiles": sum(len(a.rows) for a in splits.values())}
+    checks, mismatches = _count_checks(found, synthetic)
     return finish_store(
         name, out_dir, t, splits, rules, sources,
-        aois=aois_found, outside_split=outside, unlabelled_months=sorted(unlabelled),
-        **({} if task == "cd" else {"masked_months": masked}),
+        aois=aois_found, outside_split=outside, excluded_aois=excluded, unlabelled_months=sorted(unlabelled),
+        label_raster=labels.record(), count_checks=checks, count_mismatches=mismatches,
+        **({} if task == "cd" else {"masked_months": masked,
+                                    "month_list": "metadata_train.json" if metadata is not None else "UDM_masks"}),
     )
 
 
+
 def prepare_spacenet7_ss(raw_root, out_dir, tile_size, seed=0, num_images=None, months: str = "usable",
-                         read_size: str = "nominal") -> dict:
+                         read_size: str = "nominal", label_raster: str = "hafner") -> dict:
     """SpaceNet7 semantic segmentation (buildings).
 
     Rules:
@@ -330,12 +460,18 @@ def prepare_spacenet7_ss(raw_root, out_dir, tile_size, seed=0, num_images=None, 
       ``outside_split`` (the tarball has 60 AOIs, the split 59). Listed AOIs that are absent are simply not used.
     - Image: ``images_masked/global_monthly_<YYYY>_<MM>_mosaic_<aoi>.tif``, 4-band uint8,
       alpha band dropped.
-    - Label: the ``labels_match_pix/<image stem>_Buildings.geojson`` polygons (pixel
-      coordinates) rasterised at the mosaic size with ``rasterio.features.rasterize``
-      (pixel centre inside a polygon = 1).
+    - Label (``label_raster``): ``hafner``, the rule of Hafner et al.'s ``labels_raster/``
+      files that the released loaders read (:func:`hafner_raster`; an existing
+      ``labels_raster/<image>_Buildings.tif`` is read and compared, :class:`LabelRasters`), or
+      ``pixel_centre``, the ``labels_match_pix/<image stem>_Buildings.geojson`` polygons
+      rasterised at the mosaic size (:func:`pixel_centre_raster`).
     - Months: without a label file a month is skipped (``unlabelled_months``). ``months:
-      usable`` (the released filter) also skips masked months (:func:`_sn7_usable`; listed in
+      usable`` (the released filter) also skips masked months by Hafner et al.'s
+      ``spacenet7/metadata_train.json``, required for real data (:func:`_sn7_usable`; listed in
       ``masked_months`` with the reason); ``labelled`` keeps every labelled month.
+    - Counts: the manifest's ``count_checks`` compare AOIs, mosaics, usable months and tiles
+      with the full train tarball's (:data:`SPACENET7_EXPECTED`); ``count_mismatches`` names
+      each difference.
     - Size: ``read_size`` ``nominal`` (the released read at out_shape 1024²: every mosaic and
       label resampled nearest, :func:`resize_nearest_gdal`, to its side rounded to whole tiles,
       :func:`nominal_size`, so 16 tiles of 256² each) or ``native`` (floor-tiled at the
@@ -344,10 +480,11 @@ def prepare_spacenet7_ss(raw_root, out_dir, tile_size, seed=0, num_images=None, 
       mosaics give the floor number of whole tiles per axis.
     ``seed`` and ``num_images`` are unused (the preparation is deterministic).
     """
-    return _prepare_spacenet7("spacenet7-ss", raw_root, out_dir, check_tile_size(tile_size), months, read_size)
+    return _prepare_spacenet7("spacenet7-ss", raw_root, out_dir, check_tile_size(tile_size), months, read_size,
+                              label_raster)
 
 
-def prepare_spacenet7_cd(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
+def prepare_spacenet7_cd(raw_root, out_dir, tile_size, seed=0, num_images=None, label_raster: str = "hafner") -> dict:
     """SpaceNet7 building change detection.
 
     Rules (split, images, labels and tiling as :func:`prepare_spacenet7_ss`):
@@ -356,10 +493,11 @@ def prepare_spacenet7_cd(raw_root, out_dir, tile_size, seed=0, num_images=None) 
       dates to be ≥ 5 days apart; on day-1 dates of distinct months that never fails, so it is
       not repeated here. A month without a label breaks the chain: with months 01, 02,
       (03 unlabelled), 04 only the pair 01→02 is formed.
-    - pre = earlier month, post = later month; label = XOR of the two rasterised building
-      masks (a building that appears or disappears).
+    - pre = earlier month, post = later month; label = XOR of the two building rasters (a
+      building that appears or disappears), each by the ``label_raster`` rule.
     ``seed`` and ``num_images`` are unused.
     """
-    return _prepare_spacenet7("spacenet7-cd", raw_root, out_dir, check_tile_size(tile_size))
+    return _prepare_spacenet7("spacenet7-cd", raw_root, out_dir, check_tile_size(tile_size),
+                              label_raster=label_raster)
 
 
