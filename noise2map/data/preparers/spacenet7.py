@@ -305,6 +305,14 @@ def _sn7_metadata(raw: Path, sources: Sources) -> dict | None:
     return metadata
 
 
+def _is_pinned_metadata(sources: Sources) -> bool:
+    """Whether the month list read is Hafner et al.'s file (its sha256 as pinned for acquisition)."""
+    from ..acquire import SOURCES
+
+    pinned = next(a.sha256 for a in SOURCES["spacenet7"].archives if a.file == METADATA_FILE)
+    return sources.hashes.get(f"spacenet7/{METADATA_FILE}") == pinned
+
+
 def _count_checks(found: dict, synthetic: bool) -> tuple[dict, list[str]]:
     """Found vs expected counts of the full train tarball; each difference named."""
     checks = {k: {"found": found[k], "expected": n} for k, n in SPACENET7_EXPECTED.items() if k in found}
@@ -445,7 +453,8 @@ def _prepare_spacenet7(name: str, raw_root, out_dir, tile_size: int, months: str
         aois=aois_found, outside_split=outside, excluded_aois=excluded, unlabelled_months=sorted(unlabelled),
         label_raster=labels.record(), count_checks=checks, count_mismatches=mismatches,
         **({} if task == "cd" else {"masked_months": masked,
-                                    "month_list": "metadata_train.json" if metadata is not None else "UDM_masks"}),
+                                    "month_list": "metadata_train.json" if metadata is not None else "UDM_masks",
+                                    "month_list_pinned": _is_pinned_metadata(sources)}),
     )
 
 
