@@ -194,12 +194,13 @@ def cmd_tables(args) -> None:
 
 
 def cmd_fidelity(args) -> None:
-    from noise2map.reporting.fidelity import write_fidelity
+    from noise2map.reporting.fidelity import read_manifests, write_fidelity
 
     config = _config(args.config) if args.config else _config_default()
-    table = write_fidelity(config, Path(args.output))
-    print(f"fidelity: {int(table['matches_release'].sum())} of {len(table)} points match the released code "
-          f"→ {args.output}")
+    table = write_fidelity(config, Path(args.output), read_manifests(args.manifest))
+    tested = int(table["backed_by"].str.startswith("behaviour").sum())
+    print(f"fidelity: {int(table['matches_release'].sum())} of {len(table)} points match the released code, "
+          f"{tested} backed by a behaviour test → {args.output}")
 
 
 def cmd_figures(args) -> None:
@@ -469,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fidelity", help="the preset against the paper text and the released code, point by point")
     p.add_argument("--config", help="a preset or resolved config (default: the paper preset)")
     p.add_argument("--output", required=True, help="CSV (a .md beside it)")
+    p.add_argument("--manifest", action="append", default=[],
+                   help="a prepared store's manifest.json (repeatable): the ledger adds what that data shows "
+                        "(the xView2 self-check, the SpaceNet7 counts)")
     p.set_defaults(func=cmd_fidelity)
 
     p = sub.add_parser("figures", help="the paper's Figures 4-6 from trained runs (PNG + PDF)")

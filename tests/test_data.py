@@ -306,11 +306,32 @@ def _xview2_expected(raw):
     return exp_ss, exp_cd
 
 
+DAMAGED = {"mask": "post_damaged", "pairs_kept": "all_labelled"}  # the corrected preset's xView2 masks
+
+
+def _with_pre_buildings(raw) -> dict:
+    return {split: sum(bool(json.loads(p.read_text())["features"]["xy"])
+                       for p in (raw / "xview2" / split / "labels").glob("santa-rosa-wildfire_*_pre_disaster.json"))
+            for split in ("train", "test")}
+
+
+def test_xview2_release_masks_are_pre_footprints_of_the_pairs_with_a_building(prepared, raw):
+    d, m = prepared("xview2-ss")
+    dcd, cd = prepared("xview2-cd")
+    counts = _with_pre_buildings(raw)
+    assert {s: v["count"] for s, v in m["splits"].items()} == counts == {
+        s: v["count"] for s, v in cd["splits"].items()}
+    assert sum(map(len, m["pairs_without_mask"].values())) == sum(_xview2_expected(raw)[0].values()) - sum(
+        counts.values())
+    assert m["mask"] == "pre_footprints" and any("PRE-disaster label" in r for r in m["rules"])
+    assert m["splits"]["train"]["positive_fraction"] > 0
+
+
 def test_xview2(prepared, raw):
     exp_ss, exp_cd = _xview2_expected(raw)
-    dss, ss = prepared("xview2-ss")
-    dcd, cd = prepared("xview2-cd", pairs="drop_empty")
-    _, released = prepared("xview2-cd")  # the released loader: the SS file list, empty masks kept
+    dss, ss = prepared("xview2-ss", **DAMAGED)
+    dcd, cd = prepared("xview2-cd", pairs="drop_empty", **DAMAGED)
+    _, released = prepared("xview2-cd", **DAMAGED)  # the released loader: the SS file list, empty masks kept
     assert {s: v["count"] for s, v in released["splits"].items()} == exp_ss and released["dropped"] == {
         "train": 0, "test": 0}
     assert {s: v["count"] for s, v in ss["splits"].items()} == exp_ss == {"train": 16, "test": 8}

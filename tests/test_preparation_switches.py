@@ -119,7 +119,7 @@ def test_spacenet7_ss_months_follow_metadata_train_json(raw, tmp_path):
                        f"{stems[1]}.tif": "label: false in metadata_train.json",
                        f"{stems[2]}.tif": "not in metadata_train.json"}
     # the UDM_masks rule is not used once the file is there
-    assert any("read from metadata_train.json" in r for r in manifest["rules"])
+    assert any("read from Hafner et al.'s metadata_train.json" in r for r in manifest["rules"])
     assert "spacenet7/metadata_train.json" in manifest["sources"]
 
 
@@ -127,10 +127,15 @@ def test_presets_prepare_into_their_own_stores():
     paper, corrected = load_config(PAPER), load_config(CORRECTED)
     assert [store_name(paper, n) for n in ("whu-ss", "whu-cd", "xview2-cd", "spacenet7-ss")] == [
         "whu-ss", "whu-cd", "xview2-cd", "spacenet7-ss"]
-    assert store_name(corrected, "whu-ss") == "whu-ss+nearest" and store_name(corrected, "whu-cd") == "whu-cd+drop_empty"
-    assert store_name(corrected, "spacenet7-cd") == "spacenet7-cd"  # unchanged sets are shared
-    assert prepared_dir(corrected, "whu", "ss").name == "whu-ss+nearest" and store_base("whu-ss+nearest") == "whu-ss"
-    assert preparation_options(paper, "spacenet7-ss") == {"months": "usable", "read_size": "nominal"}
+    assert store_name(corrected, "whu-ss") == "whu-ss+nearest+natural"
+    assert store_name(corrected, "whu-cd") == "whu-cd+drop_empty+list+nonzero"
+    assert store_name(corrected, "spacenet7-cd") == "spacenet7-cd+pixel_centre"  # one switch, both tasks
+    assert store_name(corrected, "xview2-ss") == "xview2-ss+post_damaged+all_labelled"
+    assert store_name(corrected, "aid") == "aid"  # unchanged sets are shared
+    assert prepared_dir(corrected, "whu", "ss").name == "whu-ss+nearest+natural"
+    assert store_base("whu-ss+nearest+natural") == "whu-ss"
+    assert preparation_options(paper, "spacenet7-ss") == {"label_raster": "hafner", "months": "usable",
+                                                          "read_size": "nominal"}
     assert preparation_options(paper, "aid") == {}
 
 

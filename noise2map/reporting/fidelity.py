@@ -6,7 +6,13 @@ code, and reads the preset's value from the resolved config, so ``fidelity.md`` 
 row, whether a preset re-runs the release. A point with no switch yet (``key`` None) is listed
 with what the suite does, never marked as matching.
 
-    noise2map fidelity --config results/config.yaml --output results/fidelity.csv
+A config value proves nothing about behaviour, so each point also names its evidence (the
+public file and line), whether it is inferred rather than read, and the test that runs the
+release's rule (written from that source) beside ours and asserts they agree; a point without
+one says "config comparison only". Given the prepared data's manifests, the data points also
+report what the user's own files show (the xView2 self-check, the SpaceNet7 counts).
+
+    noise2map fidelity --config results/config.yaml --output results/fidelity.csv [--manifest M ...]
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ class Point:
     # where the preset re-runs the release beside its own setting (e.g. a released-backbone row
     # in Table I), equality is too strict: this says when the preset's value covers the release
     covers: Callable[[str], bool] | None = None
+    evidence: str = ""      # the public file (and line) the released behaviour is read from
+    inferred: bool = False  # the release's behaviour is inferred, not read (the evidence says from what)
+    test: str = ""          # tests/<file>.py::<test> that runs the release's rule beside ours
+    data_check: Callable[[dict], str] | None = None  # {prepared set: manifest} → what the user's data shows
 
 
 def _unet_field(field: str):
@@ -109,6 +119,46 @@ def _table3_backbones(config: dict) -> str:
     return "pipeline" + (f" + released {', '.join(released)}" if released else " only")
 
 
+DATA_TESTS = "tests/test_release_data_rules.py::"
+RELEASE = "alishibli97/noise2map@731e9f1 "
+
+
+def _manifest(manifests: dict, *names: str) -> dict:
+    return next((manifests[n] for n in names if n in manifests), {})
+
+
+def _counts(*names: str, keys: tuple[str, ...]):
+    def read(manifests: dict) -> str:
+        checks = _manifest(manifests, *names).get("count_checks", {})
+        return "; ".join(f"{k} {checks[k]['found']} (full data: {checks[k]['expected']})" for k in keys if k in checks)
+    return read
+
+
+def _sn7_raster_check(manifests: dict) -> str:
+    record = _manifest(manifests, "spacenet7-ss", "spacenet7-cd").get("label_raster")
+    if not record:
+        return ""
+    if record.get("labels_raster_vs_rule"):
+        return (f"labels_raster/ read ({record['labels_raster_files_read']} files); against the rule, IoU >= "
+                f"{record['labels_raster_vs_rule_min_iou']:g}")
+    return f"rasterised by the {record['rule']} rule (no labels_raster/ in the data)"
+
+
+def _xview2_check(manifests: dict) -> str:
+    check = _manifest(manifests, "xview2-ss", "xview2-cd").get("release_check")
+    if not check:
+        return ""
+    def ids(sets):
+        return ", ".join(f"{s} {' '.join(v) or '-'}" for s, v in sets.items())
+    if check["pre_footprints_match_release"]:
+        return ("confirmed on this data: the pairs without a pre-label building are exactly the release's 9 "
+                "missing masks")
+    return (f"not confirmed on this data: without a pre-label building: {ids(check['no_pre_label_building'])}; "
+            f"without a damaged post-label building: {ids(check['no_damaged_post_building'])}"
+            + (" (= the release's 9)" if check["post_damaged_match_release"] else "")
+            + f"; the release's 9: {ids(check['release_missing_masks'])}")
+
+
 POINTS: list[Point] = [
     Point("Data", "SpaceNet7, WHU, xView2 Santa-Rosa, AID", "the real data sets", "raw_source",
           _get("raw_source"), "download"),
@@ -144,9 +194,45 @@ POINTS: list[Point] = [
           "backward and step only on every 2nd batch; the other batch's loss is computed and dropped",
           "training.accumulation (+ grad_accumulation)",
           lambda c: f"{c['training'].get('accumulation', 'sum')} x{c['training']['grad_accumulation']}", "released x2"),
+    Point("SpaceNet7 building rasters", "building masks of SpaceNet7",
+          "reads labels_raster/<image>_Buildings.tif (> 0), written by Hafner et al.'s preparation: per building "
+          "cv2.fillPoly(outline rounded, 255, LINE_AA), holes with 0, then < 255 set to 0",
+          "preparation.spacenet7_label_raster", _get("preparation.spacenet7_label_raster", "hafner"), "hafner",
+          evidence=RELEASE + "noise2map/datasets/spacenet7_sem.py L150-157 (_load_label), spacenet7_cd.py L123, "
+          "L134-139; SebastianHafner/SemiSupervisedMultiModalCD utils/spacenet7_helpers (labels_raster/, "
+          "_Buildings.tif)",
+          test=DATA_TESTS + "test_spacenet7_ss_and_cd_tiles_follow_hafner_under_paper_and_pixel_centres_under_corrected",
+          data_check=_sn7_raster_check),
     Point("SpaceNet7-SS months", "19504 SS maps",
           "months with label true and mask false in metadata_train.json only", "preparation.spacenet7_ss_months",
-          _get("preparation.spacenet7_ss_months", "usable"), "usable"),
+          _get("preparation.spacenet7_ss_months", "usable"), "usable",
+          evidence=RELEASE + "noise2map/datasets/spacenet7_sem.py L71-73, L90-91 (`if ts[\"mask\"] or not "
+          "ts[\"label\"]: continue`); the list: SebastianHafner/SemiSupervisedMultiModalCD@704d4fd "
+          "dataset/metadata_train.json (sha256 c5973861…), 599 / 319 / 301 usable months = 19,504 tiles",
+          test=DATA_TESTS + "test_masked_months_of_metadata_train_json_are_dropped_and_the_counts_named",
+          data_check=_counts("spacenet7-ss", keys=("AOI folders", "monthly mosaics", "usable months", "SS tiles"))),
+    Point("xView2 pairs", "291 SS masks",
+          "keeps a pre image only if masks/<pre image name> exists (the _MISSING id set is dead code: it compares "
+          "the disaster name); mask_polygons.py writes no mask for a label without a polygon: 300 - 9 = 291",
+          "preparation.xview2_pairs", _get("preparation.xview2_pairs", "with_mask"), "with_mask",
+          evidence=RELEASE + "noise2map/datasets/xview2_sem.py L32-48 (`(masks_dir / f.name).exists()`), "
+          "xview2_cd.py likewise; DIUx-xView/xView2_baseline@821d9f8 utils/mask_polygons.py mask_chips "
+          "(`if len(polys) > 0:`)",
+          test=DATA_TESTS + "test_xview2_paper_keeps_pairs_with_a_mask_and_masks_pre_footprints_corrected_keeps_all",
+          data_check=_counts("xview2-ss", "xview2-cd", keys=("train pairs", "test pairs", "pairs kept"))),
+    Point("xView2 masks", "buildings damaged by wildfire",
+          "masks/ named after the pre image, the layout of the xView2 baseline's split_into_disasters.py + "
+          "mask_polygons.py --single-file: every PRE-label footprint filled (no damage classes), overlaps 0",
+          "preparation.xview2_mask (+ xview2_mask_border)",
+          lambda c: (f"{_get('preparation.xview2_mask', 'pre_footprints')(c)}"
+                     f" border {_get('preparation.xview2_mask_border', 2)(c)}"), "pre_footprints border 2",
+          evidence="inferred from the release's layout <split>/xBD/santa-rosa-wildfire/{images,masks} and its 9 "
+          "missing masks: DIUx-xView/xView2_baseline@821d9f8 utils/mask_polygons.py (mask_chips reads `'_pre' in j` "
+          "labels; mask_polygons_together), README 'python mask_polygons.py --input /path/to/xBD --single-file "
+          "--border 2'",
+          inferred=True,
+          test=DATA_TESTS + "test_mask_polygons_rule_equals_the_baselines_script_with_and_without_border",
+          data_check=_xview2_check),
     Point("SpaceNet7-SS mosaic size", "256x256 crops",
           "every mosaic and label read at 1024x1024 (nearest): 16 tiles each", "preparation.spacenet7_ss_read_size",
           _get("preparation.spacenet7_ss_read_size", "nominal"), "nominal"),
@@ -197,7 +283,12 @@ def fidelity_settings(config: dict) -> dict:
     return {str(n): _preset_value(p, config) for n, p in enumerate(POINTS, 1)}
 
 
-def fidelity_table(config: dict) -> pd.DataFrame:
+def backed_by(point: Point) -> str:
+    return f"behaviour test {point.test}" if point.test else "config comparison only"
+
+
+def fidelity_table(config: dict, manifests: dict | None = None) -> pd.DataFrame:
+    """One row per point; ``manifests`` ({prepared set: manifest}) adds what the user's data shows."""
     rows = []
     for number, point in enumerate(POINTS, 1):
         value = _preset_value(point, config)
@@ -205,25 +296,52 @@ def fidelity_table(config: dict) -> pd.DataFrame:
         matches = bool(point.key) and (point.covers(value) if point.covers else value == released)
         rows.append({"point": number, "topic": point.topic, "paper_text": point.paper_text,
                      "released_code": point.released_code, "preset_value": value, "released_value": released,
-                     "config_key": point.key or "(no switch)", "matches_release": matches})
+                     "config_key": point.key or "(no switch)", "matches_release": matches,
+                     "evidence": point.evidence, "inferred": point.inferred, "backed_by": backed_by(point),
+                     "data_check": point.data_check(manifests or {}) if point.data_check else ""})
     return pd.DataFrame(rows)
 
 
 def fidelity_markdown(table: pd.DataFrame, preset: str) -> str:
     matched = int(table["matches_release"].sum())
+    tested = int(table["backed_by"].str.startswith("behaviour").sum())
     lines = [f"# Fidelity — preset `{preset}`", "",
              f"{matched} of {len(table)} points match the released code (alishibli97/noise2map, "
-             "\"Initial release\"). A point without a config key is behaviour the suite cannot switch yet.", "",
-             "| # | Topic | Paper text | Released code | This preset | Config key | Matches release |",
-             "|---|---|---|---|---|---|---|"]
+             "\"Initial release\"). A point without a config key is behaviour the suite cannot switch yet.",
+             f"{tested} of {len(table)} points are backed by a behaviour test (the release's rule, written from its "
+             "source, run beside ours); the others by a config comparison only. *Inferred*: the release's "
+             "behaviour is inferred from the evidence, not read in its code.", "",
+             "| # | Topic | Paper text | Released code | This preset | Config key | Matches release | Backed by |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
-        lines.append(f"| {r.point} | {r.topic} | {r.paper_text} | {r.released_code} | {r.preset_value} | "
-                     f"`{r.config_key}` | {'yes' if r.matches_release else '**no**'} |")
+        backed = "config comparison only" if not r.backed_by.startswith("behaviour") else (
+            "test `" + r.backed_by.split("::")[-1] + "`")
+        lines.append(f"| {r.point} | {r.topic}{' *(inferred)*' if r.inferred else ''} | {r.paper_text} | "
+                     f"{r.released_code} | {r.preset_value} | `{r.config_key}` | "
+                     f"{'yes' if r.matches_release else '**no**'} | {backed} |")
+    lines += ["", "## Evidence", ""]
+    lines += [f"{r.point}. **{r.topic}**: {r.evidence}" for r in table.itertuples() if r.evidence]
+    checks = [r for r in table.itertuples() if r.data_check]
+    if checks:
+        lines += ["", "## What the prepared data shows", ""]
+        lines += [f"{r.point}. **{r.topic}**: {r.data_check}" for r in checks]
     return "\n".join(lines) + "\n"
 
 
-def write_fidelity(config: dict, output: str | Path) -> pd.DataFrame:
-    table = fidelity_table(config)
+def read_manifests(paths) -> dict:
+    """{prepared set: manifest} of the given prepared-store manifests (missing files skipped)."""
+    from noise2map.io import read_json
+
+    out = {}
+    for path in map(Path, paths or ()):
+        if path.is_file():
+            manifest = read_json(path, "prepare the data set again")
+            out[manifest["name"]] = manifest
+    return out
+
+
+def write_fidelity(config: dict, output: str | Path, manifests: dict | None = None) -> pd.DataFrame:
+    table = fidelity_table(config, manifests)
     with atomic_path(output) as tmp:
         table.to_csv(tmp, index=False)
     write_text(Path(output).with_suffix(".md"), fidelity_markdown(table, config["preset"]))

@@ -70,6 +70,13 @@ SELECTION = config.get("selection", "released")
 OTHER_SELECTION = "val" if SELECTION == "released" else "released"
 
 
+def fidelity_manifests():
+    """The prepared stores whose manifests the fidelity ledger reads (SpaceNet7 counts and
+    rasters, the xView2 self-check): one per data source of the preset."""
+    task = "ss" if "ss" in config["tasks"] else "cd"
+    return [prepared_manifest(config, d, task) for d in ("spacenet7", "xview2") if d in config["datasets"]]
+
+
 def run_metrics(root=None):
     """metrics.json of every (task, data set, model, seed) the preset runs, under ``root``."""
     root = root or RESULTS

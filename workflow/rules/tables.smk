@@ -91,6 +91,8 @@ rule write_efficiency:
 
 # Paper text, released code and this preset, point by point (noise2map.reporting.fidelity).
 rule write_fidelity:
+    input:
+        manifests=fidelity_manifests(),
     output:
         csv=report(f"{RESULTS}/fidelity.csv", caption="../report/fidelity.rst", category="Fidelity"),
         md=f"{RESULTS}/fidelity.md",
@@ -101,7 +103,8 @@ rule write_fidelity:
     params:
         settings=lambda wc: fidelity_settings(config),
         config=RESOLVED_CONFIG,
+        manifests=lambda wc, input: " ".join(f"--manifest {m}" for m in input.manifests),
     message:
         "Writing the fidelity table ({config[preset]} preset against the released code)"
     shell:
-        "noise2map fidelity --config {params.config} --output {output.csv} > {log} 2>&1"
+        "noise2map fidelity --config {params.config} --output {output.csv} {params.manifests} > {log} 2>&1"

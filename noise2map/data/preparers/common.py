@@ -87,8 +87,9 @@ LAYOUTS = {
     "and spacenet7/train/<aoi>/labels_match_pix/global_monthly_<YYYY>_<MM>_mosaic_<aoi>_Buildings.geojson "
     "(the SN7_buildings_train.tar.gz archive extracted)",
     "whu": f"whu/{WHU_DIRNAME}/{{train,val,test}}/{{image,label}}/<name>.tif "
-    "(the WHU aerial building archive extracted)",
-    "whu-cd": "whu-cd/{A,B,label}/<name>.png and whu-cd/list/{train,val,test}.txt "
+    "(the WHU aerial building archive extracted; the folders may also be named Image/Mask, in any case, "
+    "and the three split folders may sit directly under whu/)",
+    "whu-cd": "whu-cd/{A,B,label}/<name>.png and whu-cd/list/{train,test}.txt, list/val.txt optional "
     "(the 256x256 BIT form of WHU-CD)",
     "xview2": "xview2/{train,test}/{images,labels}/santa-rosa-wildfire_<id>_{pre,post}_disaster.{png,json} "
     "(the xView2 train/test archives extracted)",
@@ -137,6 +138,139 @@ def need_file(path: Path, dataset: str, what: str) -> Path:
             f"{what} {path} does not exist. Expected layout: {LAYOUTS[dataset]} ({README_HINT})."
         )
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# the WHU layouts: ONE definition, read by acquisition (noise2map.data.acquire, SOURCES "whu"
+# and "whu-cd": its check after extraction and for a tree found in place) and by the preparers,
+# so a tree the one accepts is a tree the other reads, and the same problem gets the same words.
+
+WHU_SPLITS = ("train", "val", "test")
+# Folder-name aliases, matched case-insensitively: the official archive's image/label, the
+# released code's (and the re-packaged copies') Image/Mask.
+WHU_FOLDERS = {"image": ("image", "images"), "label": ("label", "labels", "mask", "masks")}
+WHU_FILE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg")
+
+
+def case_insensitive_glob(name: str) -> str:
+    """``name`` as a glob that matches it in any case (``Image`` → ``[iI][mM][aA][gG][eE]``)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else ("[" + c + "]" if c in "*?[]" else c)
+                   for c in name)
+
+
+# What acquisition looks for in an archive to find the WHU data folder (every image alias
+# begins with "image").
+WHU_MEMBER_MARKER = f"train/{case_insensitive_glob('image')}*/*"
+
+
+def _whu_files(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in WHU_FILE_SUFFIXES]
+
+
+def whu_tree(raw: Path) -> tuple[Path | None, dict[tuple[str, str], Path], list[str]]:
+    """Resolve the WHU aerial layout under ``raw`` (= ``<raw_root>/whu``).
+
+    Returns ``(base, folders, problems)``: ``base`` is ``raw/<WHU_DIRNAME>`` if it holds a
+    split folder, else ``raw`` if it does; ``folders[(split, "image"|"label")]`` the folder of
+    that split whose name is one of :data:`WHU_FOLDERS` (any case); ``problems`` one sentence
+    per missing or ambiguous folder, or folder without image files (empty: the layout is in
+    place). The splits train, val and test are all required.
+    """
+    raw = Path(raw)
+    base = next((c for c in (raw / WHU_DIRNAME, raw) if any((c / s).is_dir() for s in WHU_SPLITS)), None)
+    if base is None:
+        return None, {}, [f"no {'/'.join(WHU_SPLITS)} folders under {raw / WHU_DIRNAME} (nor under {raw})"]
+    folders, problems = {}, []
+    for split in WHU_SPLITS:
+        sdir = base / split
+        if not sdir.is_dir():
+            problems.append(f"the {split} folder {sdir} does not exist (the WHU layout needs "
+                            f"{', '.join(WHU_SPLITS)})")
+            continue
+        for role, aliases in WHU_FOLDERS.items():
+            hits = sorted(d for d in sdir.iterdir() if d.is_dir() and d.name.lower() in aliases)
+            if not hits:
+                problems.append(f"the {split} {role} folder {sdir / aliases[0]} does not exist (named "
+                                f"{' or '.join(aliases)}, in any case)")
+            elif len(hits) > 1:
+                problems.append(f"{split} has {len(hits)} {role} folders ({', '.join(h.name for h in hits)}) "
+                                f"in {sdir}; keep one")
+            elif not _whu_files(hits[0]):
+                problems.append(f"the {split} {role} folder {hits[0]} holds no "
+                                f"{'/'.join(WHU_FILE_SUFFIXES)} files")
+            else:
+                folders[split, role] = hits[0]
+    return base, folders, problems
+
+
+def whu_layout_problems(raw: Path) -> list[str]:
+    """The WHU aerial layout's problems under ``raw`` (empty: in place); see :func:`whu_tree`."""
+    return whu_tree(raw)[2]
+
+
+def whu_count_globs() -> tuple[tuple[str, str], ...]:
+    """Acquisition's per-split tile counts, as globs over the same folders (any case)."""
+    out = []
+    for split in WHU_SPLITS:
+        alts = [f"{base}{split}/{case_insensitive_glob(alias)}/*"
+                for base in (f"{WHU_DIRNAME}/", "") for alias in WHU_FOLDERS["image"]]
+        out.append((f"{split} tiles", "|".join(alts)))
+    return tuple(out)
+
+
+# WHU-CD, the 256² BIT form: three folders of one file per pair, and the split lists.
+WHU_CD_FOLDERS = ("A", "B", "label")
+WHU_CD_LISTS = {"train": True, "val": False, "test": True}  # split → required
+
+
+def whu_cd_layout_problems(raw: Path) -> list[str]:
+    """The WHU-CD layout's problems under ``raw`` (= ``<raw_root>/whu-cd``; empty: in place):
+    ``A/``, ``B/``, ``label/`` each holding a file, ``list/train.txt`` and ``list/test.txt``
+    (``list/val.txt`` optional). Names are matched exactly, as the BIT form writes them."""
+    raw = Path(raw)
+    problems = []
+    for k in WHU_CD_FOLDERS:
+        if not (raw / k).is_dir():
+            problems.append(f"the WHU-CD {k} folder {raw / k} does not exist")
+        elif not any(p.is_file() for p in (raw / k).iterdir()):
+            problems.append(f"the WHU-CD {k} folder {raw / k} holds no files")
+    for split, required in WHU_CD_LISTS.items():
+        if required and not (raw / "list" / f"{split}.txt").is_file():
+            problems.append(f"the WHU-CD {split} list {raw / 'list' / f'{split}.txt'} does not exist")
+    return problems
+
+
+def open_label_image(path: Path) -> Image.Image:
+    """A label raster as PIL opens it (as the released loaders do, to keep its mode: ``1``,
+    ``L``, ``P``, ``RGB``, ...). A TIFF that PIL cannot decode is read with rasterio and given
+    the mode PIL would give it (1 band: ``L``, or ``P`` with its colour map; 3 bands: ``RGB``)."""
+    path = Path(path)
+    try:
+        return read_pil(path)
+    except DataFormatError:
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            raise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        try:
+            with rasterio.open(path) as src:
+                palette = src.colormap(1) if src.count == 1 and src.colorinterp[0].name == "palette" else None
+        except (rasterio.errors.RasterioIOError, ValueError):
+            palette = None
+    arr = read_tif(path)
+    if arr.shape[-1] == 1:
+        img = Image.fromarray(arr[..., 0], "P" if palette else "L")
+        if palette:
+            img.putpalette([v for i in range(256) for v in palette.get(i, (0, 0, 0, 255))[:3]])
+        return img
+    if arr.shape[-1] in (3, 4):
+        return Image.fromarray(arr, "RGB" if arr.shape[-1] == 3 else "RGBA")
+    raise DataFormatError(f"{path}: label has {arr.shape[-1]} bands; expected one (0 = background, 255 = positive).")
+
+
+def count_modes(modes: list[str]) -> dict[str, int]:
+    """``{mode: number of files}``, modes in name order (for the manifest's ``label_modes``)."""
+    return {m: modes.count(m) for m in sorted(set(modes))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,10 +399,14 @@ def finish_store(
     return manifest
 
 
+# manifest bookkeeping that is not a count of samples set aside
+_NOT_SET_ASIDE = ("aois", "label_modes", "label_raster", "count_checks", "count_mismatches", "release_check")
+
+
 def _why_empty(extra: dict) -> str:
     """What the preparer set aside, for the empty-split message."""
     notes = [f"{key}: {len(value)}" for key, value in extra.items()
-             if isinstance(value, (list, dict)) and value and key not in ("aois",)]
+             if isinstance(value, (list, dict)) and value and key not in _NOT_SET_ASIDE]
     return f" Set aside: {'; '.join(notes)}." if notes else ""
 
 
