@@ -86,6 +86,23 @@ def sn7_md5(monkeypatch, sn7_archive):
     return _md5(sn7_archive)
 
 
+def _write_metadata_from_udm(root: Path) -> None:
+    """metadata_train.json in Hafner et al.'s format: one entry per monthly mosaic, ``mask`` true
+    where the month has a UDM_masks file, ``label`` where it has a labels_match_pix file."""
+    meta = {}
+    for aoi in sorted(p for p in (root / "train").iterdir() if p.is_dir()):
+        entries = []
+        for i, img in enumerate(sorted((aoi / "images_masked").glob("*.tif"))):
+            _, _, year, month, *_ = img.stem.split("_")
+            udm = aoi / "UDM_masks"
+            masked = udm.is_dir() and any(p.name.startswith(img.stem) for p in udm.iterdir())
+            labelled = (aoi / "labels_match_pix" / f"{img.stem}_Buildings.geojson").is_file()
+            entries.append({"aoi_id": aoi.name, "index": i, "year": int(year), "month": int(month),
+                            "mask": masked, "label": labelled})
+        meta[aoi.name] = entries
+    (root / "metadata_train.json").write_text(json.dumps(meta, indent=4))
+
+
 def _no_leftovers(raw: Path, name: str):
     assert not (raw / name).exists()
     assert not (raw / f"{name}.acquired.json").exists()
@@ -126,7 +143,9 @@ def test_download_verify_extract_and_layout_via_the_cli(file_server, synthetic, 
     assert acq.acquire("spacenet7", raw, dl, base_url=file_server.url, quiet=True) == manifest
     assert len(file_server.requests) == 1
 
-    # and it prepares exactly as the synthetic tree it was packed from
+    # and, with Hafner et al.'s month list (mask = a UDM mask exists, as they set it), it prepares
+    # exactly as the synthetic tree it was packed from (which has no list and reads UDM_masks/)
+    _write_metadata_from_udm(raw / "spacenet7")
     a = prepare("spacenet7-ss", raw, tmp_path / "p1", 32)
     b = prepare("spacenet7-ss", synthetic["spacenet7"].parent, tmp_path / "p2", 32)
     # 3 train AOIs x 4 months x 4 tiles, less one unlabelled and one UDM-masked month

@@ -37,12 +37,17 @@ import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from .. import __version__
 from ..download import CHUNK, DownloadError, download
 from ..errors import ChecksumError, DataFormatError, DataNotFoundError, UnknownNameError
 from ..io import read_json, write_json
 from . import extract as ex
+from .preparers.common import (
+    WHU_CD_FOLDERS, WHU_CD_LISTS, WHU_DIRNAME, WHU_FOLDERS, WHU_MEMBER_MARKER, WHU_SPLITS, whu_cd_layout_problems,
+    whu_count_globs, whu_layout_problems,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +55,6 @@ LOCK = "archives.lock.json"
 MANIFEST = "{name}.acquired.json"
 SYNTHETIC_MARKER = "SYNTHETIC.json"
 DEFAULT_DOWNLOADS = "data/downloads"
-WHU_DIRNAME = "3. The cropped image tiles and raster labels"
 HAFNER_COMMIT = "704d4fdb25f9efb03dbda7cc339761dc15c18d9a"  # SebastianHafner/SemiSupervisedMultiModalCD
 
 # Sample counts the paper reports (§IV-A, §IV-B) per prepared data set.
@@ -123,6 +127,9 @@ class RawSource:
     """A raw data set: its archives and the layout that proves it is in place.
 
     ``required``: globs under ``<raw_root>/<name>`` that must all match (``a|b``: either).
+    ``check``: where set, the layout's own check, ``root → [problem, ...]`` (empty: in place),
+    used instead of ``required`` (which then only describes the layout): the one definition
+    the data set's preparer reads too (WHU, WHU-CD).
     ``counts``: ``(label, glob)`` pairs counted into the manifest (a glob ending in ``/``
     counts folders); ``expected``: label → the number the source publishes; with ``strict``
     a different number is an error, otherwise a warning recorded in the manifest.
@@ -139,6 +146,7 @@ class RawSource:
     strict: bool = False
     in_workflow: bool = True  # a raw_dir of a prepared data set of the paper's DAG
     note: str = ""
+    check: Callable[[Path], list[str]] | None = None
 
     @property
     def marker(self) -> str:  # the first required glob (first alternative)
@@ -191,12 +199,12 @@ SOURCES: dict[str, RawSource] = {s.name: s for s in [
                             for host in ("https://study.rsgis.whu.edu.cn/pages/download",
                                          "https://gpcv.whu.edu.cn/data", "http://gpcv.whu.edu.cn/data")),
                  page="https://study.rsgis.whu.edu.cn/pages/download/building_dataset.html",
-                 member_marker="train/image/*", into=WHU_DIRNAME, size="≈4.5 GB [3rd]"),),
-        required=(f"{WHU_DIRNAME}/train/image/*|train/Image/*|train/image/*",
-                  f"{WHU_DIRNAME}/test/label/*|test/Mask/*|test/label/*"),
+                 member_marker=WHU_MEMBER_MARKER, into=WHU_DIRNAME, size="≈4.5 GB [3rd]"),),
+        # the layout is preparers.common.whu_tree (what prepare_whu_ss reads); these globs describe it
+        required=tuple(f"{WHU_DIRNAME}/{s}/{role}/*" for s in WHU_SPLITS for role in WHU_FOLDERS),
+        check=whu_layout_problems,
         licence="academic use, from the GPCV group's page",
-        counts=tuple((f"{s} tiles", f"{WHU_DIRNAME}/{s}/image/*|{s}/Image/*|{s}/image/*")
-                     for s in ("train", "val", "test")),
+        counts=whu_count_globs(),
         expected={"train tiles": 4736, "val tiles": 1036, "test tiles": 2416},
         note="Direct URL seen in three public repos; reachability without a browser unverified. "
              "No checksum published: SHA-256 trusted on first use."),
@@ -205,8 +213,9 @@ SOURCES: dict[str, RawSource] = {s.name: s for s in [
         (Archive("WHU-CD-256.zip", urls=("https://www.dropbox.com/s/r76a00jcxp5d3hl/WHU-CD-256.zip?dl=1",),
                  page="the TinyCD README (Woojin0118/Building-change-detection-TinyCD); official whole-scene "
                       "data: https://study.rsgis.whu.edu.cn/pages/download/building_dataset.html",
-                 member_marker="A/*", into=""),),
-        required=("A/*", "B/*", "label/*", "list/train.txt", "list/test.txt"),
+                 member_marker=f"{WHU_CD_FOLDERS[0]}/*", into=""),),
+        required=(*(f"{k}/*" for k in WHU_CD_FOLDERS), *(f"list/{s}.txt" for s, req in WHU_CD_LISTS.items() if req)),
+        check=whu_cd_layout_problems,  # preparers.common: what prepare_whu_cd reads
         licence="third-party re-packaging of the WHU change detection data",
         counts=(("pairs (A)", "A/*"), ("labels", "label/*")),
         expected={"pairs (A)": 7620},
@@ -304,6 +313,8 @@ def layout_problems(source: RawSource, root: Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         return [f"{root} does not exist"]
+    if source.check is not None:
+        return source.check(root)
     return [f"no {root / p.split('|')[0]}" for p in source.required if _first_match(root, p) is None]
 
 
@@ -600,7 +611,9 @@ def status(config: dict) -> list[dict]:
             if mp.is_file():
                 m = read_json(mp, "delete the store's folder and prepare it again")
                 splits = {s: v["count"] for s, v in m["splits"].items()}
-                prepared[pname] = {"splits": splits, "total": sum(splits.values()), "paper": PAPER_COUNTS.get(pname)}
+                prepared[pname] = {"splits": splits, "total": sum(splits.values()), "paper": PAPER_COUNTS.get(pname),
+                                   "count_mismatches": m.get("count_mismatches", []),
+                                   "release_check": m.get("release_check")}
             else:
                 prepared[pname] = None
         archives = {a.file: (downloads / a.file).is_file() for a in source.archives}
@@ -641,6 +654,20 @@ def _todo(source, present, manifest, prepared, archives, raw_root, downloads, mi
     return "; ".join(left) or "nothing"
 
 
+def _check_lines(row: dict) -> list[str]:
+    """What the prepared stores found against the full data's counts, and the xView2 self-check."""
+    mismatches, checks = [], []
+    for p in (p for p in row["prepared"].values() if p):
+        mismatches += [m for m in p.get("count_mismatches") or [] if m not in mismatches]
+        if p.get("release_check") and not checks:
+            match = p["release_check"]["pre_footprints_match_release"]
+            checks.append(f"  release:  the pairs without a pre-label building {'are' if match else 'are not'} the "
+                          "release's 9 missing masks" + ("" if match else " (the footprint reading is not confirmed "
+                                                                           "on this data)"))
+    note = " (synthetic data)" if row["synthetic"] else ""
+    return ([f"  counts:   differ from the full data{note}: {'; '.join(mismatches)}"] if mismatches else []) + checks
+
+
 def format_status(rows: list[dict], config: dict) -> str:
     data_dir = Path(config["data_dir"])
     out = [f"data status: preset {config.get('preset', '?')}, raw {data_dir / 'raw'}, downloads "
@@ -669,6 +696,7 @@ def format_status(rows: list[dict], config: dict) -> str:
                 splits = " / ".join(f"{s} {n}" for s, n in p["splits"].items())
                 prep.append(f"{pname} {splits} = {p['total']} (paper {p['paper']})")
         out.append(f"  prepared: {'; '.join(prep) if prep else '-'}")
+        out += _check_lines(r)
         out.append(f"  to do:    {r['todo']}")
     return "\n".join(out)
 
