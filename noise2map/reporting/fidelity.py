@@ -241,6 +241,31 @@ POINTS: list[Point] = [
           "bilinear_truncate"),
     Point("WHU-CD pairs", "pairs with no change removed (959)", "whu_cd.py drops pairs whose mask is all 0 or all 255",
           "preparation.whu_cd_pairs", _get("preparation.whu_cd_pairs", "drop_uniform"), "drop_uniform"),
+    Point("WHU file order", "-",
+          "file lists in plain string order (10.tif before 2.tif; WHU-CD ignores its list file's order): the "
+          "order groups the validation batches, so it moves the validation loss and the selected epoch",
+          "preparation.whu_ss_order / whu_cd_order",
+          lambda c: f"{_get('preparation.whu_ss_order', 'sorted')(c)}/{_get('preparation.whu_cd_order', 'sorted')(c)}",
+          "sorted/sorted",
+          evidence=RELEASE + "noise2map/datasets/whu_sem.py L53 (`sorted(os.listdir(self.image_dir))`), "
+          "whu_cd.py L75 (`sorted(os.listdir(self.pre_dir))`)",
+          test="tests/test_whu_release_rules.py::"
+               "test_whu_ss_paper_order_is_the_release_sorted_listdir_and_corrected_is_natural"),
+    Point("WHU layout", "8188 WHU masks (train + val + test)",
+          "reads <root>/<split>/{Image,Mask}, train and test only",
+          "(none: one layout, both presets)", lambda c: "image/label in any case; train, val, test",
+          "image/label in any case; train, val, test",
+          evidence=RELEASE + "noise2map/datasets/whu_sem.py L51-52 (`os.path.join(root_dir, split, \"Image\")`, "
+          "`\"Mask\"`)",
+          test="tests/test_whu_release_rules.py::"
+               "test_image_mask_folders_in_any_case_are_accepted_by_acquisition_and_the_preparer"),
+    Point("WHU label modes", "-",
+          "WHU-CD labels: ToTensor(Image.open(...).convert(\"L\")), pair kept if > 1 unique value, trained on "
+          ".long() (change = grey 255 only); WHU-SS masks opened without convert (PIL resizes modes 1 and P nearest)",
+          "preparation.whu_cd_label_values", _get("preparation.whu_cd_label_values", "truncate"), "truncate",
+          evidence=RELEASE + "noise2map/datasets/whu_cd.py L86-88, L100; train.py L132 "
+          "(`target.squeeze(1).long()`); whu_sem.py L61-62, L71",
+          test="tests/test_whu_release_rules.py::test_whu_cd_labels_of_every_mode_are_read_as_the_release_reads_them"),
     Point("Fine-tuned backbone", "AID-pretrained UNet (10k images)",
           "the published aid-10k UNet (hub ali97/noise2map)", "pretrain.source / released_row (+ released_backbone)",
           _backbone, "released aid-10k", covers=lambda v: "released aid-10k" in v),
