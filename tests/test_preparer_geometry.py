@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -147,37 +148,86 @@ def assert_tile_dataset_item(store: Path, split: str, index: int, expected: dict
 SN7_T = 16
 SN7_TRAIN = SPACENET7_SPLIT["train"][0]
 SN7_VAL = SPACENET7_SPLIT["val"][0]
+SN7_VAL_1023 = SPACENET7_SPLIT["val"][1]
 SN7_TEST = SPACENET7_SPLIT["test"][0]  # every split needs samples (an empty split is refused)
 # 2 x 3 whole tiles: a non-square mosaic, so a transposed grid cannot line up by chance
 SN7_SHAPE = (32, 48)
-# like a 1023 x 1025 mosaic at 256² tiles: nominal read 32 x 48, native floor 2 x 2 tiles
+# like a 1025 x 1023 mosaic at 256² tiles: nominal read 32 x 48, native floor 2 x 2 tiles
 SN7_ODD_SHAPE = (33, 47)
+# like the real 1023 rows x 1024 columns: nominal read 32 x 48 (a row repeated), native 1 x 3 tiles
+SN7_1023_SHAPE = (31, 48)
 # an L crossing the tile boundaries y = 16 and x = 32: it spans tiles (0,1) (0,2) (1,1)
 SN7_L = dict(x0=21, y0=9, x1=36, y1=20, xm=26, ym=13)
 # an off-centre rectangle inside tile (1, 0)
 SN7_R = dict(x0=2, y0=25, x1=7, y1=30)
+# real labels_match_pix coordinates run from -2.2 to 1024.9 on a 1024-px mosaic: footprints cut
+# by the left and the right edge (x -2.2 .. 4 and 44 .. 48.9 on a 48-px mosaic, rows 2..5)
+SN7_EDGE_RINGS = [rect_ring(-2.2, 2, 4, 6), rect_ring(44, 2, 48.9, 6)]
+SN7_RES, EARTH_R = 4.77, 6378137.0
 
 
 def sn7_stem(aoi: str, y: int, m: int) -> str:
     return f"global_monthly_{y}_{m:02d}_mosaic_{aoi}"
 
 
-def write_sn7_month(raw: Path, aoi: str, y: int, m: int, rgb: np.ndarray, rings, udm: bool = False) -> None:
-    """One month of one AOI as in SN7_buildings_train.tar.gz: images_masked RGBA GeoTIFF and
-    labels_match_pix GeoJSON (pixel coordinates; ``rings=None``: no label file)."""
+def write_sn7_month(raw: Path, aoi: str, y: int, m: int, rgb: np.ndarray, rings, udm: bool = False) -> np.ndarray:
+    """One month of one AOI as in SN7_buildings_train.tar.gz, with the real files' quirks:
+    ``images/`` and ``images_masked/`` RGBA GeoTIFFs (alpha 255, no nodata tag), byte-identical
+    unless ``udm`` (then ``UDM_masks/`` marks the top half unusable and images_masked has those
+    pixels zeroed); ``labels_match_pix/`` GeoJSON in pixels (x = column, y = row), no ``crs``
+    member, properties ``Id``, ``area`` (m²) and in even months ``iou_score``; and ``labels/``
+    (CRS84 lon/lat, ``Id`` only, plus a ``_UDM.geojson``) and ``labels_match/`` (EPSG:3857
+    metres) holding the same footprints, which a preparer must not read. ``rings=None``: no
+    label file. Returns the RGB of images_masked (what the preparer must store)."""
     adir = raw / "spacenet7" / "train" / aoi
     h, w = rgb.shape[:2]
     stem = sn7_stem(aoi, y, m)
-    write_tif(adir / "images_masked" / f"{stem}.tif",
-              np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], -1))
+    rgba = np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], -1)
+    write_tif(adir / "images" / f"{stem}.tif", rgba)
+    masked = rgba.copy()
     if udm:
-        write_tif(adir / "UDM_masks" / f"{stem}_UDM.tif", np.full((h, w, 1), 255, np.uint8))
+        cloud = np.zeros((h, w, 1), np.uint8)
+        cloud[: h // 2] = 255
+        write_tif(adir / "UDM_masks" / f"{stem}_UDM.tif", cloud)
+        masked[: h // 2] = 0
+        write_tif(adir / "images_masked" / f"{stem}.tif", masked)
+    else:
+        (adir / "images_masked").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(adir / "images" / f"{stem}.tif", adir / "images_masked" / f"{stem}.tif")
     if rings is not None:
-        feats = [{"type": "Feature", "properties": {"Id": k, "area": 1.0},
-                  "geometry": {"type": "Polygon", "coordinates": [[[float(a), float(b)] for a, b in ring]]}}
-                 for k, ring in enumerate(rings)]
-        write_json(adir / "labels_match_pix" / f"{stem}_Buildings.geojson",
-                   {"type": "FeatureCollection", "name": f"{stem}_Buildings", "features": feats})
+        def metres(ring):  # write_tif's geotransform
+            return [[-8.0e6 + SN7_RES * float(a), 4.0e6 - SN7_RES * float(b)] for a, b in ring]
+
+        def lonlat(ring):
+            return [[float(np.degrees(x / EARTH_R)), float(np.degrees(2 * np.arctan(np.exp(y / EARTH_R)) - np.pi / 2))]
+                    for x, y in metres(ring)]
+
+        def fc(name, feats, crs=None):
+            out = {"type": "FeatureCollection", "name": name}
+            if crs:
+                out["crs"] = {"type": "name", "properties": {"name": crs}}
+            return {**out, "features": feats}
+
+        def props(k, ring):
+            xs, ys = np.array(ring, float).T
+            area = abs(np.dot(xs[:-1], ys[1:]) - np.dot(xs[1:], ys[:-1])) / 2 * SN7_RES ** 2
+            return {"Id": k, "area": round(float(area), 6), **({"iou_score": 0.8} if m % 2 == 0 else {})}
+
+        def feature(p, coords):
+            return {"type": "Feature", "properties": p, "geometry": {"type": "Polygon", "coordinates": [coords]}}
+
+        name = f"{stem}_Buildings"
+        write_json(adir / "labels_match_pix" / f"{name}.geojson", fc(name, [
+            feature(props(k, r), [[float(a), float(b)] for a, b in r]) for k, r in enumerate(rings)]))
+        write_json(adir / "labels_match" / f"{name}.geojson", fc(name, [
+            feature(props(k, r), metres(r)) for k, r in enumerate(rings)], "urn:ogc:def:crs:EPSG::3857"))
+        crs84 = "urn:ogc:def:crs:OGC:1.3:CRS84"
+        write_json(adir / "labels" / f"{name}.geojson", fc(name, [
+            feature({"Id": k}, lonlat(r)) for k, r in enumerate(rings)], crs84))
+        udm_rings = [rect_ring(0, 0, w, h // 2)] if udm else []
+        write_json(adir / "labels" / f"{stem}_UDM.geojson", fc(f"{stem}_UDM", [
+            feature({"Id": k}, lonlat(r)) for k, r in enumerate(udm_rings)], crs84))
+    return np.ascontiguousarray(masked[..., :3])
 
 
 def grid_tiles(a: np.ndarray, t: int):
@@ -186,33 +236,62 @@ def grid_tiles(a: np.ndarray, t: int):
             for i in range(a.shape[0] // t) for j in range(a.shape[1] // t)}
 
 
+def sn7_options(name: str, **override) -> dict:
+    """The paper preset's SpaceNet7 switches, labels by the pixel-centre rule: these tests check
+    the grid, whose expected masks are then plain slices of the drawn shapes. (The paper's
+    label_raster, Hafner et al.'s OpenCV fill, is run against its source in
+    test_release_data_rules.py.)"""
+    opts = preparation_options(PAPER, name)
+    assert opts["label_raster"] == "hafner"  # the paper preset
+    assert preparation_options(CORRECTED, name)["label_raster"] == "pixel_centre"
+    return {**opts, "label_raster": "pixel_centre", **override}
+
+
 @pytest.mark.parametrize("read_size", ["nominal", "native"])
 def test_spacenet7_ss_tiles_hold_the_polygons_and_pixels_at_their_grid_offset(tmp_path, read_size):
     """Every SS tile (i, j) must be source pixels [i·T:(i+1)·T, j·T:(j+1)·T] of its month and
-    the L / rectangle polygons rasterised there (centre-of-pixel rule), in row-major order.
-    A 33 x 47 val mosaic checks the released 'nominal' read (rasterio nearest to whole tiles,
-    32 x 48) against the 'native' floor rule (2 x 2 tiles)."""
-    opts = preparation_options(PAPER, "spacenet7-ss")
-    assert opts == {"months": "usable", "read_size": "nominal"}  # the paper preset
-    opts["read_size"] = read_size
+    the L / rectangle polygons rasterised there (centre-of-pixel rule), in row-major order;
+    polygons past the mosaic edge (x = -2.2, x = width + 0.9) are cut at the edge; only
+    images_masked and labels_match_pix are read (images/, labels/ and labels_match/ lie beside
+    them). Val mosaics of 33 x 47 and 31 x 48 (the real 1023 rows x 1024 columns) check the
+    released 'nominal' read (rasterio nearest to whole tiles, 32 x 48) against the 'native'
+    floor rule (2 x 2 and 1 x 3 tiles)."""
+    assert preparation_options(PAPER, "spacenet7-ss") == {"label_raster": "hafner", "months": "usable",
+                                                           "read_size": "nominal"}  # the paper preset
+    opts = sn7_options("spacenet7-ss", read_size=read_size)
     raw = tmp_path / "raw"
-    rings_by_month = {1: [l_ring(**SN7_L)], 2: [l_ring(**SN7_L), rect_ring(**SN7_R)]}
+    rings_by_month = {1: [l_ring(**SN7_L)], 2: [l_ring(**SN7_L), rect_ring(**SN7_R), *SN7_EDGE_RINGS]}
     src = {}
     for m, rings in rings_by_month.items():
-        src[m] = ramp(*SN7_SHAPE, blue=40 * m)
-        write_sn7_month(raw, SN7_TRAIN, 2018, m, src[m], rings)
+        src[m] = write_sn7_month(raw, SN7_TRAIN, 2018, m, ramp(*SN7_SHAPE, blue=40 * m), rings)
     # a masked month (UDM file): skipped under 'usable', so no tile may come from it
     write_sn7_month(raw, SN7_TRAIN, 2018, 3, ramp(*SN7_SHAPE, blue=250), [rect_ring(**SN7_R)], udm=True)
     odd = ramp(*SN7_ODD_SHAPE, blue=77)
     odd_rings = [l_ring(**SN7_L), rect_ring(x0=40, y0=27, x1=46, y1=33)]  # touches the odd last row
     write_sn7_month(raw, SN7_VAL, 2019, 5, odd, odd_rings)
+    short = ramp(*SN7_1023_SHAPE, blue=99)
+    short_rings = [rect_ring(x0=40, y0=20, x1=46, y1=31)]  # touches the last of the 31 rows
+    write_sn7_month(raw, SN7_VAL_1023, 2019, 7, short, short_rings)
     write_sn7_month(raw, SN7_TEST, 2020, 1, ramp(*SN7_SHAPE, blue=5), [])
+    # Hafner et al.'s month list, which real data needs under 'usable': the UDM month is masked
+    months = {SN7_TRAIN: [(2018, 1), (2018, 2), (2018, 3)], SN7_VAL: [(2019, 5)], SN7_VAL_1023: [(2019, 7)],
+              SN7_TEST: [(2020, 1)]}
+    write_json(raw / "spacenet7" / "metadata_train.json", {
+        aoi: [{"aoi_id": aoi, "index": i, "year": y, "month": m, "mask": (aoi, m) == (SN7_TRAIN, 3), "label": True}
+              for i, (y, m) in enumerate(ms)] for aoi, ms in months.items()})
 
     store = tmp_path / "sn7ss"
-    prepare("spacenet7-ss", raw, store, SN7_T, options=opts)
+    manifest = prepare("spacenet7-ss", raw, store, SN7_T, options=opts)
+    masked = f"spacenet7/train/{SN7_TRAIN}/images_masked/{sn7_stem(SN7_TRAIN, 2018, 3)}.tif"
+    assert manifest["masked_months"] == {masked: "mask: true in metadata_train.json"}
+    # only images_masked/ and labels_match_pix/ are read, never images/, labels/ or labels_match/
+    assert {s.split("/")[-2] if "/train/" in s else s for s in manifest["sources"]} == {
+        "images_masked", "labels_match_pix", "spacenet7/metadata_train.json"}
 
     masks = {1: l_mask(SN7_SHAPE, **SN7_L), 2: l_mask(SN7_SHAPE, **SN7_L) | rect_mask(SN7_SHAPE, **SN7_R)}
     assert masks[2][25:30, 2:7].all() and masks[2].sum() == 15 * 4 + 5 * 7 + 25
+    # the edge footprints by hand: pixel centres x 0.5..3.5 and 44.5..47.5 of rows 2..5
+    masks[2] = masks[2] | rect_mask(SN7_SHAPE, 0, 2, 4, 6) | rect_mask(SN7_SHAPE, 44, 2, 48, 6)
     rows, a = rows_of(store, "train"), arrays(store, "train", "images", "labels")
     expected_ids = [f"{SN7_TRAIN}_2018_{m:02d}_r{i}_c{j}" for m in (1, 2) for i in range(2) for j in range(3)]
     assert [r["tile_id"] for r in rows] == expected_ids
@@ -226,26 +305,40 @@ def test_spacenet7_ss_tiles_hold_the_polygons_and_pixels_at_their_grid_offset(tm
     corner = np.zeros((SN7_T, SN7_T), np.uint8)
     corner[9:13, 0:4] = 1
     assert_pixels(a["labels"][k02], corner)
+    # month 2, tile (0, 2): the L's arm plus the right-edge footprint in its last 4 columns
+    k02 = expected_ids.index(f"{SN7_TRAIN}_2018_02_r0_c2")
+    corner[2:6, 12:16] = 1
+    assert_pixels(a["labels"][k02], corner)
 
-    # val: the odd-sized mosaic
+    # val: the odd-sized mosaics
     odd_mask = l_mask(SN7_ODD_SHAPE, **SN7_L) | rect_mask(SN7_ODD_SHAPE, x0=40, y0=27, x1=46, y1=33)
-    if read_size == "nominal":
-        # the released loader's read, done by rasterio on the raw mosaic and a hand-drawn label
-        img_ref = read_tif_nearest(raw / "spacenet7/train" / SN7_VAL / "images_masked" /
-                                   f"{sn7_stem(SN7_VAL, 2019, 5)}.tif", (32, 48))[..., :3]
-        write_tif(tmp_path / "odd_label.tif", odd_mask[..., None])
-        lab_ref = read_tif_nearest(tmp_path / "odd_label.tif", (32, 48))[..., 0]
-        # 33 -> 32 rows: output row i reads row floor((i + 0.5) * 33 / 32), so row 16 reads 17
-        assert_pixels(img_ref[16, 0], [5 * 17, 0, 77])
-        grid = (2, 3)
-    else:
-        img_ref, lab_ref, grid = odd, odd_mask, (2, 2)
+    short_mask = rect_mask(SN7_1023_SHAPE, x0=40, y0=20, x1=46, y1=31)
+    expected = []  # (tile id, image tile, label tile)
+    for aoi, (yy, mm), img, mask in ((SN7_VAL, (2019, 5), odd, odd_mask), (SN7_VAL_1023, (2019, 7), short, short_mask)):
+        if read_size == "nominal":
+            # the released loader's read, done by rasterio on the raw mosaic and a hand-drawn label
+            img_ref = read_tif_nearest(raw / "spacenet7/train" / aoi / "images_masked" /
+                                       f"{sn7_stem(aoi, yy, mm)}.tif", (32, 48))[..., :3]
+            write_tif(tmp_path / f"{aoi}_label.tif", mask[..., None])
+            lab_ref = read_tif_nearest(tmp_path / f"{aoi}_label.tif", (32, 48))[..., 0]
+        else:
+            img_ref, lab_ref = img, mask
+        expected += [(f"{aoi}_{yy}_{mm:02d}_r{i}_c{j}", tile, grid_tiles(lab_ref, SN7_T)[i, j])
+                     for (i, j), tile in grid_tiles(img_ref, SN7_T).items()]
+        if read_size == "nominal" and aoi == SN7_VAL:
+            # 33 -> 32 rows: output row i reads row floor((i + 0.5) * 33 / 32), so row 16 reads 17
+            assert_pixels(img_ref[16, 0], [5 * 17, 0, 77])
+        elif read_size == "nominal":
+            # 31 -> 32 rows: floor((i + 0.5) * 31 / 32) reads row 15 for both i = 15 and 16, row 30 for 31
+            assert_pixels(img_ref[[15, 16, 31], 0], [[5 * 15, 0, 99], [5 * 15, 0, 99], [5 * 30, 0, 99]])
+            # the footprint's rows 20..30: output rows 21..31 (row 20 reads row 19, background)
+            assert lab_ref[21:32, 40:46].all() and lab_ref[21:32].sum() == 11 * 6 and not lab_ref[:21].any()
     vrows, v = rows_of(store, "val"), arrays(store, "val", "images", "labels")
-    assert [r["tile_id"] for r in vrows] == [f"{SN7_VAL}_2019_05_r{i}_c{j}"
-                                             for i in range(grid[0]) for j in range(grid[1])]
-    for k, ((i, j), tile) in enumerate(grid_tiles(img_ref, SN7_T).items()):
+    assert [r["tile_id"] for r in vrows] == [tid for tid, _, _ in expected]
+    assert len(expected) == (12 if read_size == "nominal" else 4 + 3)
+    for k, (_, tile, lab) in enumerate(expected):
         assert_pixels(v["images"][k], tile)
-        assert_pixels(v["labels"][k], grid_tiles(lab_ref, SN7_T)[i, j])
+        assert_pixels(v["labels"][k], lab)
     assert_tile_dataset_item(store, "train", 4, {"image": grid_tiles(src[1], SN7_T)[1, 1],
                                                   "mask": grid_tiles(masks[1], SN7_T)[1, 1]})
 
@@ -254,7 +347,8 @@ def test_spacenet7_cd_pairs_earlier_month_as_pre_and_xor_at_each_grid_offset(tmp
     """CD tile (i, j) of the pair (month k, month k+1) must hold month k's pixels as pre, month
     k+1's as post (the blue tag names the month) and the XOR of their building masks, for
     consecutive FILES (a missing month is skipped, the year boundary sorted by date), at the
-    mosaic's native size (33 x 47: floor, 2 x 2 tiles)."""
+    mosaic's native size (33 x 47: floor, 2 x 2 tiles). The March mosaic has a UDM mask: its
+    images_masked top half is zero (images/ is not), and the stored post tiles must be zero there."""
     raw = tmp_path / "raw"
     months = [(2017, 12), (2018, 1), (2018, 3)]  # no February file
     tags = {(2017, 12): 30, (2018, 1): 130, (2018, 3): 230}
@@ -263,8 +357,9 @@ def test_spacenet7_cd_pairs_earlier_month_as_pre_and_xor_at_each_grid_offset(tmp
              (2018, 3): [l_ring(**SN7_L)]}
     src = {}
     for ym in months:
-        src[ym] = ramp(*SN7_SHAPE, blue=tags[ym])
-        write_sn7_month(raw, SN7_TRAIN, *ym, src[ym], rings[ym])
+        src[ym] = write_sn7_month(raw, SN7_TRAIN, *ym, ramp(*SN7_SHAPE, blue=tags[ym]), rings[ym],
+                                  udm=ym == (2018, 3))
+    assert not src[2018, 3][:16].any() and (src[2018, 3][16:, ..., 2] == 230).all()
     odd = {(2019, 5): ramp(*SN7_ODD_SHAPE, blue=60), (2019, 6): ramp(*SN7_ODD_SHAPE, blue=160)}
     odd_rings = {(2019, 5): [], (2019, 6): [rect_ring(x0=20, y0=17, x1=31, y1=22)]}
     for ym, img in odd.items():
@@ -273,7 +368,7 @@ def test_spacenet7_cd_pairs_earlier_month_as_pre_and_xor_at_each_grid_offset(tmp
         write_sn7_month(raw, SN7_TEST, *ym, ramp(*SN7_SHAPE, blue=5), [])
 
     store = tmp_path / "sn7cd"
-    prepare("spacenet7-cd", raw, store, SN7_T, options=preparation_options(PAPER, "spacenet7-cd"))
+    prepare("spacenet7-cd", raw, store, SN7_T, options=sn7_options("spacenet7-cd"))
 
     built = l_mask(SN7_SHAPE, **SN7_L)
     gone = rect_mask(SN7_SHAPE, **SN7_R)
@@ -293,6 +388,8 @@ def test_spacenet7_cd_pairs_earlier_month_as_pre_and_xor_at_each_grid_offset(tmp
             assert_pixels(a["post"][k], grid_tiles(src[q], SN7_T)[i, j])
             assert_pixels(a["labels"][k], grid_tiles(change, SN7_T)[i, j])
             k += 1
+    # the masked top row of March tiles: zero in images_masked, so zero in the store
+    assert not a["post"][expected_ids.index(f"{SN7_TRAIN}_2018_01_2018_03_r0_c1")].any()
     # tile (1, 0) of the second pair: exactly the demolished rectangle, at rows 9..13, cols 2..6
     k10 = expected_ids.index(f"{SN7_TRAIN}_2018_01_2018_03_r1_c0")
     hand = np.zeros((SN7_T, SN7_T), np.uint8)
@@ -341,7 +438,8 @@ def test_whu_ss_mask_and_image_follow_the_documented_resize_rule(tmp_path, prese
     nearest pick of pixels 2i+1 (corrected); the image must be the PIL-bilinear image, whose
     red/green ramps give 8i+2 in the interior (row i -> red, column j -> green)."""
     opts = preparation_options(PAPER if preset == "paper" else CORRECTED, "whu-ss")
-    assert opts == {"mask_resize": "bilinear_truncate" if preset == "paper" else "nearest"}
+    assert opts == {"mask_resize": "bilinear_truncate" if preset == "paper" else "nearest",
+                    "order": "sorted" if preset == "paper" else "natural"}
     base = tmp_path / "raw" / "whu" / WHU_DIRNAME
     shape = (WHU_SRC, WHU_SRC)
     content = {  # (split, name): (image, mask); the two train files differ, so a swap shows
@@ -358,6 +456,8 @@ def test_whu_ss_mask_and_image_follow_the_documented_resize_rule(tmp_path, prese
 
     for split in ("train", "val", "test"):
         names = [n for s, n in content if s == split]  # natural order: 2 before 10
+        if opts["order"] == "sorted":
+            names = sorted(names)  # the released plain string order: 10 before 2
         rows, a = rows_of(store, split), arrays(store, split, "images", "labels")
         assert [r["tile_id"] for r in rows] == [Path(n).stem for n in names]
         for k, name in enumerate(names):
@@ -372,11 +472,12 @@ def test_whu_ss_mask_and_image_follow_the_documented_resize_rule(tmp_path, prese
             assert (a["images"][k][..., 2] == img[0, 0, 2]).all()
     # spot checks written out by hand: the L bar (x 10..18) after erosion keeps columns 6..8
     # (taps 11..18) and after nearest columns 5..8 (pixels 11, 13, 15, 17)
-    lab = arrays(store, "train", "labels")["labels"][0]
+    k_l = 1 if opts["order"] == "sorted" else 0  # where 2.tif (the L) is in train
+    lab = arrays(store, "train", "labels")["labels"][k_l]
     cols = np.flatnonzero(lab[20])
     assert cols.tolist() == ([6, 7, 8] if preset == "paper" else [5, 6, 7, 8])
     expected_first = whu_truncated(l_mask(shape, **WHU_L)) if preset == "paper" else l_mask(shape, **WHU_L)[1::2, 1::2]
-    assert_tile_dataset_item(store, "train", 0, {"mask": expected_first,
+    assert_tile_dataset_item(store, "train", k_l, {"mask": expected_first,
                                                   "image": np.asarray(Image.fromarray(content["train", "2.tif"][0]).resize((WHU_T, WHU_T), Image.BILINEAR))})
 
 
@@ -401,7 +502,9 @@ def test_whu_cd_pre_is_folder_a_post_is_folder_b_and_the_label_stays_in_place(tm
     the tile size no resize; at half size: PIL bilinear images, label pixels 2i+1), and the
     L-shaped change must stay where it was drawn; the pair filter of the preset is applied."""
     opts = preparation_options(PAPER if preset == "paper" else CORRECTED, "whu-cd")
-    assert opts == {"pairs": "drop_uniform" if preset == "paper" else "drop_empty"}
+    assert opts == {"pairs": "drop_uniform" if preset == "paper" else "drop_empty",
+                    "order": "sorted" if preset == "paper" else "list",
+                    "label_values": "truncate" if preset == "paper" else "nonzero"}
     shape = (WHUCD_SRC, WHUCD_SRC)
     change = l_mask(shape, x0=3, y0=5, x1=27, y1=20, xm=9, ym=10)
     spot = rect_mask(shape, x0=20, y0=22, x1=29, y1=30)
@@ -421,8 +524,10 @@ def test_whu_cd_pre_is_folder_a_post_is_folder_b_and_the_label_stays_in_place(tm
 
     kept_train = ["whucd_00001.png"] + (["whucd_00003.png"] if preset == "corrected" else [])
     assert manifest["dropped"]["train"] == 3 - len(kept_train)
-    for split, names in {"train": kept_train, "val": ["whucd_00004.png"],
-                         "test": ["whucd_00004.png", "whucd_00001.png"]}.items():
+    test_names = ["whucd_00004.png", "whucd_00001.png"]  # the list file's order (corrected)
+    if opts["order"] == "sorted":
+        test_names = sorted(test_names)  # the released sorted(os.listdir(A))
+    for split, names in {"train": kept_train, "val": ["whucd_00004.png"], "test": test_names}.items():
         rows, a = rows_of(store, split), arrays(store, split, "pre", "post", "labels")
         assert [r["tile_id"] for r in rows] == [Path(n).stem for n in names]
         for k, n in enumerate(names):
@@ -439,8 +544,9 @@ def test_whu_cd_pre_is_folder_a_post_is_folder_b_and_the_label_stays_in_place(tm
     pre0 = arrays(store, "train", "pre")["pre"][0]
     assert (pre0[..., 2] == 20).all() and (arrays(store, "train", "post")["post"][0][..., 2] == 220).all()
     if tile == WHUCD_SRC:
-        assert_tile_dataset_item(store, "test", 0, {"pre": pairs["whucd_00004.png"]["A"],
-                                                     "post": pairs["whucd_00004.png"]["B"], "mask": spot})
+        assert_tile_dataset_item(store, "test", test_names.index("whucd_00004.png"),
+                                 {"pre": pairs["whucd_00004.png"]["A"], "post": pairs["whucd_00004.png"]["B"],
+                                  "mask": spot})
 
 
 # ------------------------------------------------------------------------------------------
@@ -450,6 +556,9 @@ XV_SRC, XV_T = 128, 32
 XV_L = dict(x0=41, y0=18, x1=91, y1=71, xm=54, ym=30)     # destroyed
 XV_MAJOR = dict(x0=98, y0=94, x1=111, y1=123)             # major-damage, edges off the 4-grid
 XV_NONE = dict(x0=6, y0=100, x1=30, y1=120)               # no-damage: background
+# destroyed, its right wall at exactly x = 128.0, the image width (real WKT vertices reach 1024.0)
+XV_EDGE = dict(x0=117, y0=76, x1=128, y1=88)
+XV_EMPTY = "santa-rosa-wildfire_00000500"                 # no building: PRE and POST labels without polygons
 
 
 def wkt(ring) -> str:
@@ -457,12 +566,13 @@ def wkt(ring) -> str:
 
 
 def xbd_label(stem: str, buildings, post: bool) -> dict:
-    """An xBD label: features.xy WKT in pixels (lng_lat alongside), subtype only after the event."""
+    """An xBD label: features.xy WKT in pixels (lng_lat alongside); PRE properties
+    {feature_type, uid} (no subtype), POST {feature_type, subtype, uid}, as in the real files."""
     feats, ll = [], []
     for k, (ring, subtype) in enumerate(buildings):
-        props = {"feature_type": "building", "uid": f"00000000-0000-4000-a000-{k:012d}"}
-        if post:
-            props["subtype"] = subtype
+        uid = f"00000000-0000-4000-a000-{k:012d}"
+        props = ({"feature_type": "building", "subtype": subtype, "uid": uid} if post
+                 else {"feature_type": "building", "uid": uid})
         feats.append({"properties": props, "wkt": wkt(ring)})
         ll.append({"properties": props, "wkt": wkt([(-122.7 + x * 2.5e-6, 38.48 - y * 2.5e-6) for x, y in ring])})
     meta = {"disaster": "santa-rosa-wildfire", "disaster_type": "fire", "width": XV_SRC, "height": XV_SRC,
@@ -472,10 +582,12 @@ def xbd_label(stem: str, buildings, post: bool) -> dict:
 
 
 def write_xview2_pair(raw: Path, split: str, stem_id: str, pre: np.ndarray, post: np.ndarray, buildings) -> None:
+    """Images as the real xBD PNGs: RGB with a tRNS chunk marking black (0, 0, 0) transparent."""
     d = raw / "xview2" / split
     for phase, img in (("pre", pre), ("post", post)):
         stem = f"{stem_id}_{phase}_disaster"
-        write_png(d / "images" / f"{stem}.png", img)
+        (d / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / "images" / f"{stem}.png", format="PNG", transparency=(0, 0, 0))
         write_json(d / "labels" / f"{stem}.json", xbd_label(stem, buildings, post=phase == "post"))
         write_png(d / "targets" / f"{stem}_target.png", np.zeros((XV_SRC, XV_SRC), np.uint8))
 
@@ -501,20 +613,26 @@ def xview2_raw(tmp_path):
     raw = tmp_path / "raw"
     shape = (XV_SRC, XV_SRC)
     buildings = [(l_ring(**XV_L), "destroyed"), (rect_ring(**XV_MAJOR), "major-damage"),
-                 (rect_ring(**XV_NONE), "no-damage")]
+                 (rect_ring(**XV_NONE), "no-damage"), (rect_ring(**XV_EDGE), "destroyed")]
+    pre12 = ramp(*shape, blue=10)
+    pre12[:6, :6] = 0  # a black (nodata) corner: transparent by the tRNS chunk, black in RGB
     pairs = {  # (split, id): (pre, post, buildings, damaged mask)
         ("train", "santa-rosa-wildfire_00000012"): (
-            ramp(*shape, blue=10), np.ascontiguousarray(ramp(*shape, blue=240)[:, ::-1]), buildings,
-            l_mask(shape, **XV_L) | rect_mask(shape, **XV_MAJOR)),
+            pre12, np.ascontiguousarray(ramp(*shape, blue=240)[:, ::-1]), buildings,
+            l_mask(shape, **XV_L) | rect_mask(shape, **XV_MAJOR) | rect_mask(shape, **XV_EDGE)),
         ("train", "santa-rosa-wildfire_00000345"): (
             ramp(*shape, blue=11), ramp(*shape, blue=241), [(rect_ring(**XV_NONE), "no-damage")],
             np.zeros(shape, np.uint8)),
+        ("train", XV_EMPTY): (ramp(*shape, blue=13), ramp(*shape, blue=243), [], np.zeros(shape, np.uint8)),
         ("test", "santa-rosa-wildfire_00000087"): (
             ramp(*shape, blue=12), ramp(*shape, blue=242), [(rect_ring(**XV_MAJOR), "minor-damage")],
             rect_mask(shape, **XV_MAJOR)),
     }
     for (split, stem_id), (pre, post, b, _) in pairs.items():
         write_xview2_pair(raw, split, stem_id, pre, post, b)
+    with Image.open(raw / "xview2/train/images/santa-rosa-wildfire_00000012_pre_disaster.png") as im:
+        assert im.mode == "RGB" and im.info["transparency"] == (0, 0, 0)
+        assert np.asarray(im.convert("RGBA"))[:6, :6, 3].max() == 0  # what an RGBA read would make of it
     return raw, pairs
 
 
@@ -531,14 +649,19 @@ def test_xview2_resize_rule_hand_check():
 
 @pytest.mark.parametrize("name", ["xview2-ss", "xview2-cd"])
 def test_xview2_damaged_polygons_land_where_drawn_and_pre_post_in_order(xview2_raw, tmp_path, name):
-    """The mask must be the POST label's damaged WKT polygons (L + off-grid rectangle, not the
-    no-damage one) rasterised in place then resized by the released cv2 rule (2 of the 4
-    taps), the SS image the PRE image, and for CD pre = *_pre_disaster (blue 10..12, not
-    flipped) and post = *_post_disaster (blue 240.., mirrored), each cv2-bilinear resized."""
+    """Under the corrected preset's masks (post_damaged, every labelled pair) the mask must be
+    the POST label's damaged WKT polygons (L + off-grid rectangle + the one whose vertices sit
+    at x = 128.0, not the no-damage one) rasterised in place then resized by the released cv2
+    rule (2 of the 4 taps), the SS image the PRE image read as RGB (its black corner stays
+    black), and for CD pre = *_pre_disaster (blue 10..13, not flipped) and post =
+    *_post_disaster (blue 240.., mirrored), each cv2-bilinear resized. The pair without a
+    building is kept with an empty mask."""
     raw, pairs = xview2_raw
-    assert preparation_options(PAPER, name) == ({"pairs": "keep_all"} if name == "xview2-cd" else {})
+    opts = preparation_options(CORRECTED, name)
+    assert opts == {"mask": "post_damaged", "border": 2, "pairs_kept": "all_labelled",
+                    **({"pairs": "keep_all"} if name == "xview2-cd" else {})}
     store = tmp_path / name
-    prepare(name, raw, store, XV_T, options=preparation_options(PAPER, name))
+    prepare(name, raw, store, XV_T, options=opts)
     # the fixture's masks exercise the tie-break (exactly 2 of 4 taps) and a 1-of-4 miss
     counts = cv2_quarter_taps(pairs["train", "santa-rosa-wildfire_00000012"][3])
     assert (counts == 2).any() and (counts == 1).any()
@@ -558,17 +681,70 @@ def test_xview2_damaged_polygons_land_where_drawn_and_pre_post_in_order(xview2_r
             else:
                 assert_pixels(a["images"][k], xview2_image(pre))
     lab = arrays(store, "train", "labels")["labels"][0]
+    first = arrays(store, "train", "pre" if name == "xview2-cd" else "images")
+    # the black corner (rows/columns 0..5): output (0, 0) has taps 1/2 only: black, not a blend
+    assert first["pre" if name == "xview2-cd" else "images"][0][0, 0].tolist() == [0, 0, 0]
     # by hand: the L's bar (x 41..53, y 18..70) covers output columns 10..13 (taps 41/42 .. 53/54:
     # 53 in, 54 out = 2 of 4) on output row 10 (taps 41/42), nothing at column 9 (taps 37/38)
     assert np.flatnonzero(lab[10]).tolist() == [10, 11, 12, 13]
     # the arm (y 18..29, x 54..90) on output column 20 (taps 81/82): rows 4 (taps 17/18: one
     # in = 2 of 4) to 7 (taps 29/30)
     assert np.flatnonzero(lab[:, 20]).tolist() == [4, 5, 6, 7]
+    # the edge footprint (x 117..127, y 76..87) on output row 20 (taps 81/82): columns 29
+    # (taps 117/118) to 31, the last (taps 125/126): filled up to the border at x = 128.0
+    assert np.flatnonzero(lab[20]).tolist() == [29, 30, 31]
     assert not lab[25:30, 1:8].any()  # the no-damage building (x 6..29, y 100..119) is background
     if name == "xview2-cd":
         pre, post, _, mask = pairs["train", "santa-rosa-wildfire_00000012"]
         assert_tile_dataset_item(store, "train", 0, {"pre": xview2_image(pre), "post": xview2_image(post),
                                                       "mask": xview2_expected(mask)})
+
+
+def shrunk_rect_mask(shape, x0, y0, x1, y1, border: int = 2) -> np.ndarray:
+    """A rectangle as mask_polygons.py --border writes it, by hand: each corner moved
+    ``border`` px towards the centre on each axis, then cv2.fillPoly, which fills the pixels
+    whose centres lie inside or ON the outline: rows y0+b .. y1-b and columns x0+b .. x1-b,
+    both ends included."""
+    return rect_mask(shape, x0 + border, y0 + border, x1 - border + 1, y1 - border + 1)
+
+
+@pytest.mark.parametrize("name", ["xview2-ss", "xview2-cd"])
+def test_xview2_release_masks_are_pre_label_footprints_and_the_empty_pair_is_dropped(xview2_raw, tmp_path, name):
+    """Under the paper preset (the release's masks/: PRE-label footprints, border 2, pairs with a
+    mask) the PRE label, which has no subtype, gives every building, no-damage included; the
+    pair whose PRE label has no polygon has no mask and is dropped and named. Checked by hand
+    on the rectangles (the L's shrink is left to test_release_data_rules.py)."""
+    raw, pairs = xview2_raw
+    opts = preparation_options(PAPER, name)
+    assert opts == {"mask": "pre_footprints", "border": 2, "pairs_kept": "with_mask",
+                    **({"pairs": "keep_all"} if name == "xview2-cd" else {})}
+    store = tmp_path / name
+    manifest = prepare(name, raw, store, XV_T, options=opts)
+    assert manifest["pairs_without_mask"] == {"train": ["00000500"], "test": []}
+    shape = (XV_SRC, XV_SRC)
+    ids = {s: sorted(i for t, i in pairs if t == s and i != XV_EMPTY) for s in ("train", "test")}
+    rects = {"santa-rosa-wildfire_00000345": [XV_NONE], "santa-rosa-wildfire_00000087": [XV_MAJOR],
+             "santa-rosa-wildfire_00000012": [XV_MAJOR, XV_NONE, XV_EDGE]}
+    for split in ("train", "test"):
+        rows = rows_of(store, split)
+        labels = arrays(store, split, "labels")["labels"]
+        images = arrays(store, split, "pre" if name == "xview2-cd" else "images")
+        assert [r["tile_id"] for r in rows] == ids[split]
+        for k, stem_id in enumerate(ids[split]):
+            src = np.zeros(shape, np.uint8)
+            for r in rects[stem_id]:
+                src |= shrunk_rect_mask(shape, **r)
+            expected = xview2_expected(src)
+            keep = np.ones_like(expected, bool)
+            if stem_id.endswith("00000012"):
+                keep[4:18, 10:23] = False  # output pixels with a tap inside the L's box (y 18..70, x 41..90)
+            assert_pixels(labels[k][keep], expected[keep])
+            assert_pixels(images["pre" if name == "xview2-cd" else "images"][k], xview2_image(pairs[split, stem_id][0]))
+    # by hand: the no-damage building x 6..29, y 100..119 shrunk to pixels x 8..27, y 102..117:
+    # output columns 2 (taps 9/10) .. 6 (taps 25/26), rows 25 (taps 101/102: one in = 2 of 4) .. 29
+    lab345 = arrays(store, "train", "labels")["labels"][ids["train"].index("santa-rosa-wildfire_00000345")]
+    assert np.flatnonzero(lab345[27]).tolist() == [2, 3, 4, 5, 6]
+    assert np.flatnonzero(lab345[:, 4]).tolist() == [25, 26, 27, 28, 29]
 
 
 # ------------------------------------------------------------------------------------------
@@ -601,7 +777,8 @@ def jpeg_rgb(path: Path) -> np.ndarray:
 def test_aid_crops_are_the_source_pixels_at_the_recorded_offset(tmp_path, seed, num_images):
     """Each AID crop must be source pixels [y:y+T, x:x+T] of the file the seeded draw picked,
     with (y, x) = the documented draws (rows ~ height, columns ~ width; non-square images),
-    recorded in tiles.csv; files in class-folder then natural order."""
+    recorded in tiles.csv; files in class-folder then natural order; .DS_Store, __MACOSX/ and
+    ._* AppleDouble files are no images and must not shift the draws."""
     files = [("Airport", "airport_2.jpg", (24, 40)), ("Airport", "airport_10.jpg", (40, 24)),
              ("Forest", "forest_1.jpg", (30, 37))]
     raw = tmp_path / "raw"
@@ -609,6 +786,16 @@ def test_aid_crops_are_the_source_pixels_at_the_recorded_offset(tmp_path, seed, 
         p = raw / "aid" / "AID" / cls / name
         p.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(ramp(h, w, blue=60 + 80 * k)).save(p, format="JPEG", quality=95)
+    # what a zip made on a Mac leaves, none of it an image: .DS_Store files, __MACOSX/ with an
+    # AppleDouble ._<file>.jpg per file, and (copied to a FAT disk) ._<file>.jpg beside the file
+    apple_double = bytes.fromhex("0005160700020000") + b"Mac OS X        " + bytes(2)
+    (raw / "aid" / "AID" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(24))
+    (raw / "aid" / "AID" / "Airport" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(24))
+    for cls, name, _ in files:
+        for where in (raw / "aid" / "__MACOSX" / "AID" / cls, raw / "aid" / "AID" / "__MACOSX" / cls,
+                      raw / "aid" / "AID" / cls):
+            where.mkdir(parents=True, exist_ok=True)
+            (where / f"._{name}").write_bytes(apple_double)
     store = tmp_path / "aid"
     prepare("aid", raw, store, PT_T, seed=seed, num_images=num_images)
     draws = expected_draws(seed, [s for _, _, s in files], num_images)

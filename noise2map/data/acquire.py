@@ -297,12 +297,17 @@ def _first_match(root: Path, pattern: str) -> Path | None:
     return None
 
 
+def _stray(path: Path, root: Path) -> bool:
+    """A macOS leftover of a zip made on a Mac: ``__MACOSX/``, ``.DS_Store``, ``._*`` files."""
+    return any(part == "__MACOSX" or part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def _count(root: Path, pattern: str) -> int:
     for alt in pattern.split("|"):
         if alt.endswith("/"):
-            n = sum(1 for p in root.glob(alt.rstrip("/")) if p.is_dir())
+            n = sum(1 for p in root.glob(alt.rstrip("/")) if p.is_dir() and not _stray(p, root))
         else:
-            n = sum(1 for p in root.glob(alt) if p.is_file())
+            n = sum(1 for p in root.glob(alt) if p.is_file() and not _stray(p, root))
         if n:
             return n
     return 0

@@ -5,26 +5,54 @@ The demo pipeline runs on these files in place of the real downloads, so the pre
 they would on the real archives (see ``/work/shared/notes/datasets.md``):
 
 ========== ==================================================================================
-spacenet7  ``spacenet7/train/<aoi>/images_masked/global_monthly_<YYYY>_<MM>_mosaic_<aoi>.tif``
-           (4-band uint8 GeoTIFF, RGB + alpha, EPSG:3857) and
-           ``spacenet7/train/<aoi>/labels_match_pix/global_monthly_<YYYY>_<MM>_mosaic_<aoi>_Buildings.geojson``
-           ``spacenet7/train/<aoi>/UDM_masks/global_monthly_<YYYY>_<MM>_mosaic_<aoi>_UDM.tif`` (one month)
-           (FeatureCollection of building polygons in pixel coordinates, properties ``Id``, ``area``).
-           AOIs are real names from the Hafner split; one month of one train AOI has no label file.
-whu        ``whu/3. The cropped image tiles and raster labels/{train,val,test}/{image,label}/<name>.tif``
-           (image 3-band uint8, label 1-band uint8 0/255).
+spacenet7  ``spacenet7/train/<aoi>/{images,images_masked}/global_monthly_<YYYY>_<MM>_mosaic_<aoi>.tif``
+           (4-band uint8 GeoTIFF, RGB + alpha 255, EPSG:3857, uncompressed, no nodata tag),
+           ``labels_match_pix/<stem>_Buildings.geojson`` (building polygons in pixel coordinates,
+           x = column, y = row), ``labels_match/`` (the same in EPSG:3857 metres), ``labels/``
+           (``<stem>_Buildings.geojson`` in CRS84 lon/lat with ``Id`` only, ``<stem>_UDM.geojson``)
+           and ``UDM_masks/<stem>_UDM.tif`` for the one masked month. AOIs are real names from
+           the Hafner split; one month of one train AOI has no label files.
+whu        ``whu/3. The cropped image tiles and raster labels/{train,val,test}/{image,label}/<n>.tif``
+           (image 3-band uint8, label 1-band uint8 0/255; tile numbers n cross a power of ten in
+           every split, so plain and natural name order differ).
 whu-cd     ``whu-cd/{A,B,label}/<name>.png`` + ``whu-cd/list/{train,val,test}.txt`` (BIT 256² form;
            label 0/255 mode-L PNG; a quarter of the pairs have no change).
 xview2     ``xview2/{train,test}/{images,labels,targets}/<disaster>_<8-digit id>_{pre,post}_disaster.*``
            (RGB PNG, xBD JSON with WKT polygons, ``*_target.png``); mostly santa-rosa-wildfire plus
-           two socal-fire pairs the preparers must ignore; some santa-rosa pairs have no damage.
-aid        ``aid/AID/<ClassName>/<classname>_<n>.jpg`` (RGB JPEG).
+           two socal-fire pairs the preparers must ignore; some santa-rosa pairs have no damage,
+           and some of those no building at all.
+aid        ``aid/AID/<ClassName>/<classname>_<n>.jpg`` (RGB JPEG), with the stray entries of a
+           macOS-made zip: ``.DS_Store`` files and ``aid/__MACOSX/AID/…/._*`` AppleDouble files.
 imagenet   ``imagenet/val/ILSVRC2012_val_<8 digits>.JPEG`` (JPEGs of varied sizes, every fifth
            grayscale; one smaller than a tile, to exercise the upscaling rule).
 majortom   ``majortom/images/part_00001.parquet``: MAJOR-TOM Core-S2L2A columns (``product_id``,
            ``grid_cell``, ``product_datetime``, ``thumbnail`` PNG bytes, ``B01``…``B12`` single-band
            uint16 GeoTIFF bytes at 10/20/60 m, ``cloud_mask``); needs pyarrow.
 ========== ==================================================================================
+
+Quirks of the real files that the synthetic ones reproduce (``/work/shared/notes/datasets.md``,
+third review; ``tests/test_real_file_quirks.py`` checks each):
+
+- SpaceNet7: mosaics are not all 1024²: fullsize writes the val AOI 1023 rows × 1024 columns and
+  the test AOI 1025 × 1024 (demo: 65 × 64). Band 4 is alpha = 255, no nodata tag, no
+  compression. ``images_masked/`` is byte-identical to ``images/`` except in the month that has
+  a ``UDM_masks/`` file, where the masked pixels are 0 in all four bands. The three label folders
+  hold the same buildings: ``labels/`` in CRS84 lon/lat (``crs`` member, property ``Id`` only,
+  plus a ``_UDM.geojson`` per labelled month, empty where nothing is masked), ``labels_match/``
+  in EPSG:3857 metres, ``labels_match_pix/`` in pixels with no ``crs`` member. Matched labels
+  carry ``Id`` and ``area`` (m²) and, from the second month on, ``iou_score`` (properties change
+  by month). Every geometry is a single-ring Polygon; in every AOI one building reaches 2.2 px
+  past the left edge (x = −2.2) and one 0.9 px past the right edge (x = width + 0.9: 1024.9).
+- xView2: image PNGs carry a tRNS chunk marking black (0, 0, 0) transparent, and a third of
+  the PRE images have a black (nodata) corner, so ``convert("RGBA")`` makes those pixels
+  transparent while an RGB read keeps them black. PRE labels have no ``subtype`` (properties
+  ``feature_type``, ``uid``); POST labels ``feature_type``, ``subtype``, ``uid``. One building
+  per image reaches the right edge and one the bottom edge: vertices at exactly x = width and
+  y = height (1024.0). The first ``empty`` santa-rosa pairs of a split have no building (PRE and
+  POST labels with zero polygons); the rest of the ``no_damage`` pairs have buildings, none damaged.
+- AID: CamelCase class folders with lower-case file names, a ``.DS_Store`` in ``AID/`` and in
+  ``AID/DenseResidential/``, and ``__MACOSX/AID/<Class>/._<file>.jpg`` (and ``._<Class>``)
+  AppleDouble files beside ``AID/``, as ``unzip`` leaves a zip made by macOS' Finder.
 
 Scenes are a smooth vegetation/soil texture with buildings (axis-aligned rectangles and
 L-shapes, distinct roof colours, a dark shadow edge to the lower right). Building footprints
@@ -38,7 +66,7 @@ Everything is a pure function of ``seed`` (``numpy.random.default_rng``); the fi
 for a given seed and size are byte-identical across runs.
 
 Sizes: ``"demo"`` (small images, brief counts, the default) and ``"fullsize"`` (the real image
-sizes — SpaceNet7 1024², WHU 512², WHU-CD 256², xView2 1024², AID 600², ImageNet ~500×375,
+sizes — SpaceNet7 1024² and 1023/1025 × 1024, WHU 512², WHU-CD 256², xView2 1024², AID 600², ImageNet ~500×375,
 MAJOR-TOM 1068² — with a handful of scenes, to exercise the paper's 256-px tiling path).
 """
 
@@ -78,23 +106,29 @@ AID_CLASSES = ("Airport", "Forest", "DenseResidential")
 SIZES = {
     "demo": {
         # (image size, building cell size, min/max building side)
-        "spacenet7": dict(size=64, odd_size=65, months=4, cell=8, bmin=3, bmax=6),
+        # (rows, columns) per split: the val AOI is non-square and one px taller (a 32-px tile
+        # grid keeps its 2 x 2 tiles; fullsize has the real 1023 x 1024 and 1025 x 1024)
+        "spacenet7": dict(shapes={"train": (64, 64), "val": (65, 64), "test": (64, 64)},
+                          months=4, cell=8, bmin=3, bmax=6),
         "whu": dict(size=64, cell=16, bmin=7, bmax=14, counts={"train": 24, "val": 8, "test": 8}),
         "whu-cd": dict(size=32, cell=10, bmin=4, bmax=8, pairs=40,
                        counts={"train": 24, "val": 8, "test": 8}),
+        # no_damage: pairs without a damaged building; the first ``empty`` of them have no
+        # building at all (a PRE label with zero polygons, 9 of the 300 real santa-rosa pairs)
         "xview2": dict(size=128, cell=16, bmin=8, bmax=14, counts={"train": 16, "test": 8},
-                       no_damage={"train": 4, "test": 2}, other=2),
+                       no_damage={"train": 4, "test": 2}, empty={"train": 1, "test": 1}, other=2),
         "aid": dict(size=80, per_class=4),
         "imagenet": dict(count=10, sizes=[(96, 72), (72, 96), (80, 64), (40, 28), (64, 64)]),
         "majortom": dict(size=72, rows=5, row_group=2),
     },
     "fullsize": {
-        "spacenet7": dict(size=1024, odd_size=1023, months=3, cell=32, bmin=8, bmax=24),
+        "spacenet7": dict(shapes={"train": (1024, 1024), "val": (1023, 1024), "test": (1025, 1024)},
+                          months=3, cell=32, bmin=8, bmax=24),
         "whu": dict(size=512, cell=64, bmin=24, bmax=56, counts={"train": 4, "val": 2, "test": 2}),
         "whu-cd": dict(size=256, cell=48, bmin=16, bmax=40, pairs=8,
                        counts={"train": 4, "val": 2, "test": 2}),
         "xview2": dict(size=1024, cell=64, bmin=24, bmax=56, counts={"train": 3, "test": 2},
-                       no_damage={"train": 1, "test": 1}, other=1),
+                       no_damage={"train": 1, "test": 1}, empty={"train": 0, "test": 1}, other=1),
         "aid": dict(size=600, per_class=1),
         "imagenet": dict(count=5, sizes=[(500, 375), (375, 500), (500, 333), (200, 150), (500, 500)]),
         "majortom": dict(size=1068, rows=3, row_group=2),
@@ -228,6 +262,43 @@ def _area(ring) -> float:
     return float(abs(np.dot(xs[:-1], ys[1:]) - np.dot(xs[1:], ys[:-1])) / 2)
 
 
+def _move_wall(b: dict, axis: int, new: float, side: str) -> None:
+    """Move the outermost wall of building ``b`` on ``axis`` (0 = x, 1 = y), its ``side``
+    ("min" or "max"), to coordinate ``new``: every vertex on that wall moves with it."""
+    old = (min if side == "min" else max)(pt[axis] for pt in b["ring"])
+    b["ring"] = [tuple(new if (a == axis and v == old) else v for a, v in enumerate(pt)) for pt in b["ring"]]
+
+
+def _reach_edges(buildings: list[dict], h: int, w: int, cell: int, left=None, right=None, bottom=None) -> None:
+    """Real footprints run up to and past the image border; :func:`_layout`'s never do. Move the
+    left wall of the first building in the first cell column to x = ``left``, the right wall of
+    the first building in the last cell column to x = ``right`` and the bottom wall of the
+    first building in the last cell row to y = ``bottom`` (each only across the border cells,
+    so no two buildings overlap). Draws nothing from the generator."""
+    last_col, last_row = (w // cell - 1) * cell, (h // cell - 1) * cell
+    for value, axis, side, where in ((left, 0, "min", lambda b: min(x for x, _ in b["ring"]) < cell),
+                                     (right, 0, "max", lambda b: max(x for x, _ in b["ring"]) > last_col),
+                                     (bottom, 1, "max", lambda b: max(y for _, y in b["ring"]) > last_row)):
+        if value is None:
+            continue
+        b = next((b for b in buildings if where(b)), None)
+        if b is not None:
+            _move_wall(b, axis, float(value), side)
+
+
+EARTH_RADIUS = 6378137.0  # EPSG:3857's sphere
+
+
+def _crs84(x: float, y: float) -> tuple[float, float]:
+    """EPSG:3857 metres → CRS84 (lon, lat) degrees (the spherical Mercator inverse)."""
+    return (float(np.degrees(x / EARTH_RADIUS)),
+            float(np.degrees(2 * np.arctan(np.exp(y / EARTH_RADIUS)) - np.pi / 2)))
+
+
+def _geojson_crs(name: str) -> dict:
+    return {"type": "name", "properties": {"name": name}}
+
+
 # --------------------------------------------------------------------------------------------
 # writers
 
@@ -247,9 +318,16 @@ def _write_geotiff(path: Path, array_hwc: np.ndarray, crs: str, transform) -> No
             dst.write(np.moveaxis(array_hwc, -1, 0))
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
+def _write_png(path: Path, array: np.ndarray, transparency=None) -> None:
+    """A PNG; ``transparency`` (an RGB triple) adds a tRNS chunk marking that colour transparent."""
+    extra = {} if transparency is None else {"transparency": transparency}
     with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+        Image.fromarray(array).save(tmp, format="PNG", **extra)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _write_jpeg(path: Path, array: np.ndarray) -> None:
@@ -281,18 +359,63 @@ def _fresh_dir(path: Path, info: dict) -> Path:
 # data sets
 
 
+SN7_RES = 4.77  # m per pixel of the EPSG:3857 mosaics
+SN7_CRS84 = "urn:ogc:def:crs:OGC:1.3:CRS84"
+SN7_EPSG3857 = "urn:ogc:def:crs:EPSG::3857"
+
+
+def _feature_collection(name: str, features: list, crs: str | None = None) -> dict:
+    out = {"type": "FeatureCollection", "name": name}
+    if crs is not None:  # labels/ and labels_match/ name their CRS; labels_match_pix/ has none
+        out["crs"] = _geojson_crs(crs)
+    out["features"] = features
+    return out
+
+
+def _sn7_labels(adir: Path, stem: str, present: list[dict], month: int, transform, udm_rings) -> None:
+    """The three label folders of one labelled month: the same footprints as single-ring
+    Polygons in pixels (labels_match_pix: ``Id``, ``area`` in m², from the second month on
+    ``iou_score``), in EPSG:3857 metres (labels_match, same properties) and in CRS84 lon/lat
+    (labels: ``Id`` only), plus labels/<stem>_UDM.geojson (the masked area in CRS84)."""
+    t = transform
+
+    def metres(ring):  # (x = column, y = row) through the mosaic's geotransform
+        return [[t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f] for x, y in ring]
+
+    def lonlat(ring):
+        return [list(_crs84(*pt)) for pt in metres(ring)]
+
+    pix, match, lab = [], [], []
+    for b in present:
+        ring_m = metres(b["ring"])
+        props = {"Id": b["id"], "area": round(_area(b["ring"]) * SN7_RES ** 2, 6)}  # m²
+        if month > 0:  # the matching score exists only once there is an earlier month to match
+            props["iou_score"] = round(0.5 + ((7 * b["id"] + 3 * month) % 50) / 100, 4)
+        pix.append({"type": "Feature", "properties": dict(props),
+                    "geometry": _geom([list(pt) for pt in b["ring"]])})
+        match.append({"type": "Feature", "properties": dict(props), "geometry": _geom(ring_m)})
+        lab.append({"type": "Feature", "properties": {"Id": b["id"]}, "geometry": _geom(lonlat(b["ring"]))})
+    udm = [{"type": "Feature", "properties": {"Id": k}, "geometry": _geom(lonlat(r))}
+           for k, r in enumerate(udm_rings)]
+    name = f"{stem}_Buildings"
+    write_json(adir / "labels_match_pix" / f"{name}.geojson", _feature_collection(name, pix))
+    write_json(adir / "labels_match" / f"{name}.geojson", _feature_collection(name, match, SN7_EPSG3857))
+    write_json(adir / "labels" / f"{name}.geojson", _feature_collection(name, lab, SN7_CRS84))
+    write_json(adir / "labels" / f"{stem}_UDM.geojson", _feature_collection(f"{stem}_UDM", udm, SN7_CRS84))
+
+
 def _spacenet7(root: Path, rng, p: dict) -> None:
     months = [(2018, m) for m in range(1, p["months"] + 1)]
     unlabelled = (SPACENET7_DEMO_AOIS["train"][1], months[2])
     # one labelled month with an unusable-data mask, as the tarball's UDM_masks/ holds
     udm_month = (SPACENET7_DEMO_AOIS["train"][0], months[1])
     for split, aois in SPACENET7_DEMO_AOIS.items():
+        h, w = p["shapes"][split]  # rows, columns: real mosaics are 1023, 1024 or 1025 rows
         for k, aoi in enumerate(aois):
-            # the val AOI is 1 px wider/taller (real mosaics are 1023 or 1025 px, too)
-            size = p["odd_size"] if split == "val" else p["size"]
-            h = w = size
             base = _background(rng, h, w, scale=p["cell"] / 8)
             cands = _layout(rng, h, w, p["cell"], p["bmin"], p["bmax"], p=0.6)
+            # real labels_match_pix coordinates run from -2.2 to 1024.9 on a 1024-px mosaic
+            _reach_edges(cands, h, w, p["cell"], left=-2.2, right=w + 0.9)
             n = len(months)
             for i, b in enumerate(cands):
                 b["id"] = i
@@ -303,7 +426,7 @@ def _spacenet7(root: Path, rng, p: dict) -> None:
                         b["end"] = int(rng.integers(1, n))
                 else:
                     b["start"], b["end"] = int(rng.integers(1, n)), n
-            transform = from_origin(-8.0e6 + 1e4 * k, 4.0e6 - 1e4 * k, 4.77, 4.77)
+            transform = from_origin(-8.0e6 + 1e4 * k, 4.0e6 - 1e4 * k, SN7_RES, SN7_RES)
             adir = root / "train" / aoi
             for m, (yy, mm) in enumerate(months):
                 present = [b for b in cands if b["start"] <= m < b["end"]]
@@ -312,32 +435,33 @@ def _spacenet7(root: Path, rng, p: dict) -> None:
                     [_to_uint8(img), np.full((h, w, 1), 255, np.uint8)], axis=-1
                 )
                 stem = f"global_monthly_{yy}_{mm:02d}_mosaic_{aoi}"
-                _write_geotiff(adir / "images_masked" / f"{stem}.tif", rgba, "EPSG:3857", transform)
+                image = adir / "images" / f"{stem}.tif"
+                _write_geotiff(image, rgba, "EPSG:3857", transform)
+                udm_rings = []
                 if (aoi, (yy, mm)) == udm_month:
                     udm = np.zeros((h, w, 1), np.uint8)
                     udm[: h // 4] = 255  # a cloud band over the top quarter
+                    udm_rings = [[(0.0, 0.0), (float(w), 0.0), (float(w), float(h // 4)), (0.0, float(h // 4)),
+                                  (0.0, 0.0)]]
                     _write_geotiff(adir / "UDM_masks" / f"{stem}_UDM.tif", udm, "EPSG:3857", transform)
+                    masked = rgba.copy()
+                    masked[udm[..., 0] > 0] = 0  # the masked pixels zeroed, alpha included
+                    _write_geotiff(adir / "images_masked" / f"{stem}.tif", masked, "EPSG:3857", transform)
+                else:  # nothing masked: the very same bytes as images/
+                    _write_bytes(adir / "images_masked" / f"{stem}.tif", image.read_bytes())
                 if (aoi, (yy, mm)) == unlabelled:
                     continue
-                features = [
-                    {
-                        "type": "Feature",
-                        "properties": {"Id": b["id"], "area": _area(b["ring"])},
-                        "geometry": _geom([list(pt) for pt in b["ring"]]),
-                    }
-                    for b in present
-                ]
-                write_json(
-                    adir / "labels_match_pix" / f"{stem}_Buildings.geojson",
-                    {"type": "FeatureCollection", "name": f"{stem}_Buildings", "features": features},
-                )
+                _sn7_labels(adir, stem, present, m, transform, udm_rings)
 
 
 def _whu(root: Path, rng, p: dict) -> None:
     base_dir = root / WHU_DIRNAME
     h = w = p["size"]
-    counter = 0
+    # Tile numbers: each split's run crosses a power of ten (demo: train 0-23, val 96-103,
+    # test 996-1003), so plain and natural name order differ (preparation.whu_ss_order).
+    first = {"train": 10, "val": 100, "test": 1000}
     for split, count in p["counts"].items():
+        counter = max(0, first[split] - count // 2)
         for _ in range(count):
             name = f"{counter}.tif"
             counter += 1
@@ -466,17 +590,22 @@ def _xview2(root: Path, rng, p: dict) -> None:
 
     jobs = []
     for split, count in p["counts"].items():
-        n_none = p["no_damage"][split]
+        n_none, n_empty = p["no_damage"][split], p["empty"][split]
         for j in range(count):
-            jobs.append((split, "santa-rosa-wildfire", j < n_none))
+            jobs.append((split, "santa-rosa-wildfire", j < n_none, j < n_empty))
     for j in range(p["other"]):
-        jobs.append(("train" if j % 2 == 0 else "test", "socal-fire", False))
-    for split, disaster, undamaged in jobs:
+        jobs.append(("train" if j % 2 == 0 else "test", "socal-fire", False, False))
+    for job, (split, disaster, undamaged, empty) in enumerate(jobs):
         stem_id = f"{disaster}_{new_id()}"
         base = _background(rng, h, w, scale=scale)
-        buildings = _layout(rng, h, w, p["cell"], p["bmin"], p["bmax"], p=0.4)
-        if not buildings:
-            buildings = _layout(rng, h, w, p["cell"], p["bmin"], p["bmax"], p=1.0)[:2]
+        if empty:  # a tile without a building: PRE and POST labels with zero polygons
+            buildings = []
+        else:
+            buildings = _layout(rng, h, w, p["cell"], p["bmin"], p["bmax"], p=0.4)
+            if not buildings:
+                buildings = _layout(rng, h, w, p["cell"], p["bmin"], p["bmax"], p=1.0)[:2]
+            # real features.xy vertices reach the image border: x = width, y = height exactly
+            _reach_edges(buildings, h, w, p["cell"], right=w, bottom=h)
         for b in buildings:
             b["uid"] = _uid(rng)
         subtypes = []
@@ -499,13 +628,17 @@ def _xview2(root: Path, rng, p: dict) -> None:
         post = _burn(post, b_idx, subtypes, rng)
         footprint = (b_idx > 0).astype(np.uint8)
         values = np.array([0] + [TARGET_VALUE[s] for s in subtypes], np.uint8)
+        pre, post = _to_uint8(pre), _to_uint8(post)
+        if job % 3 == 1:  # a black nodata corner (off the buildings), transparent by the tRNS chunk
+            yy, xx = np.mgrid[:h, :w]
+            pre[(yy + xx < h // 8) & (b_idx == 0)] = 0
         for phase, img, target, date in (
             ("pre", pre, footprint, "2017-02-04T19:02:11.000Z"),
             ("post", post, values[b_idx], "2017-10-11T19:05:44.000Z"),
         ):
             stem = f"{stem_id}_{phase}_disaster"
             d = root / split
-            _write_png(d / "images" / f"{stem}.png", _to_uint8(img))
+            _write_png(d / "images" / f"{stem}.png", img, transparency=(0, 0, 0))
             _write_png(d / "targets" / f"{stem}_target.png", target)
             write_json(
                 d / "labels" / f"{stem}.json",
@@ -537,6 +670,28 @@ def _aid(root: Path, rng, p: dict) -> None:
             else:  # DenseResidential
                 img = _paint(img, _layout(rng, h, w, int(10 * s), int(5 * s), int(8 * s), 0.85), rng)
             _write_jpeg(root / "AID" / cls / f"{cls.lower()}_{n}.jpg", _to_uint8(img))
+    _macos_strays(root, "AID")
+
+
+# Finder's folder-view file (a "Bud1" buddy-allocator file) and an AppleDouble header (magic
+# 0x00051607, version 2, "Mac OS X" filler, no entries): the bytes of the stray entries.
+DS_STORE = b"\x00\x00\x00\x01Bud1" + bytes(24)
+APPLE_DOUBLE = (0x00051607).to_bytes(4, "big") + (0x00020000).to_bytes(4, "big") + b"Mac OS X        " + bytes(2)
+
+
+def _macos_strays(root: Path, top: str, ds_store_in: str = "DenseResidential") -> None:
+    """What a zip made by macOS leaves beside the data once extracted: ``.DS_Store`` in the
+    top folder and in class folder ``ds_store_in``, and ``__MACOSX/<top>/`` holding an
+    AppleDouble ``._<name>`` for every folder and file (``._<file>.jpg`` keep the ``.jpg``)."""
+    base = root / top
+    _write_bytes(base / ".DS_Store", DS_STORE)
+    _write_bytes(base / ds_store_in / ".DS_Store", DS_STORE)
+    classes = sorted(d for d in base.iterdir() if d.is_dir())
+    for d in classes:
+        _write_bytes(root / "__MACOSX" / top / f"._{d.name}", APPLE_DOUBLE)
+        for f in sorted(d.iterdir()):
+            if not f.name.startswith("."):
+                _write_bytes(root / "__MACOSX" / top / d.name / f"._{f.name}", APPLE_DOUBLE)
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from noise2map.errors import CheckpointError, ConfigError
 from noise2map.io import atomic_path, write_json, write_text
 from noise2map.evaluation.metrics import COUNTS, scores_from_counts
 from noise2map.training.execution import apply_recorded_threads, pin_execution
-from noise2map.training.schedule import accumulation_plan
+from noise2map.training.schedule import accumulation_plan, has_batchnorm, last_batch_rule, model_last_batch
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +143,18 @@ def _fit_trainer(config: dict, run: Path, max_epochs: int, callbacks=(), log_nam
                     logger=experiment_loggers(config, run, log_name), log_every_n_steps=1, **kwargs)
 
 
-def _train_loader(dataset, global_batch: int, workers: int, seed: int, trainer, keep_every: int = 1):
+def _train_loader(dataset, global_batch: int, workers: int, seed: int, trainer, keep_every: int = 1,
+                  last_batch: str = "fold"):
     """The rank's slices of the global batches (the same steps on any number of devices);
-    ``keep_every`` k > 1: only every k-th batch of an epoch (the released accumulation)."""
+    ``keep_every`` k > 1: only every k-th batch of an epoch (the released accumulation);
+    ``last_batch``: ``fold`` or ``keep`` (:func:`~noise2map.training.schedule.last_batch_rule`)."""
     from noise2map.training.seeding import GlobalBatchSampler, ResumableLoader
 
     if global_batch % trainer.world_size:
         raise ConfigError(f"batch size {global_batch} is not divisible by {trainer.world_size} devices: "
                           "the batch size in the config is the global batch, split evenly over devices")
     sampler = GlobalBatchSampler(len(dataset), global_batch, seed, True, trainer.global_rank, trainer.world_size,
-                                 keep_every)
+                                 keep_every, last_batch)
     return ResumableLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                            pin_memory=torch.cuda.is_available())
 
@@ -216,7 +218,12 @@ def run_fingerprint(config: dict, task: str, dataset: str, model_key: str, seed:
                     variant: str | None = None) -> str:
     """A hash of what determines a run's result: its settings as the workflow sees them
     (``run_settings``), the tile store it reads, the seed and its variant. Table I refuses a
-    run whose fingerprint is not what the preset gives now (a stale run)."""
+    run whose fingerprint is not what the preset gives now (a stale run).
+
+    A run that trains on the released DataLoader's last batch as it is (``last_batch: keep``,
+    :func:`~noise2map.training.schedule.last_batch_rule`: released accumulation, no BatchNorm)
+    adds that to the payload; every other run's payload, and so its fingerprint, is the one it
+    had before the rule existed (a fold run is trained as it was)."""
     import hashlib
     import json
 
@@ -224,7 +231,16 @@ def run_fingerprint(config: dict, task: str, dataset: str, model_key: str, seed:
 
     payload = {"settings": run_settings(config, task, dataset, model_key), "seed": int(seed), "variant": variant,
                "store": store_name(config, f"{dataset}-{task}")}
+    if model_last_batch(config, model_key) == "keep":
+        payload["last_batch"] = "keep"
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+LAST_BATCH_NOTES = {
+    "keep": "keep (the released DataLoader's last batch as it is, one sample or more: released accumulation, "
+            "a model without BatchNorm)",
+    "fold": "fold (a last batch of one sample joins the batch before it: a BatchNorm model, or accumulation: sum; "
+            "the released loop would train on it alone)"}
 
 
 def _rank() -> int:
@@ -264,7 +280,9 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     ckpt_dir = run / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     execution = pin_execution(ckpt_dir, config, threads, resuming=last.exists(), write=_rank() == 0)
-    config = write_run_config(config, run, write=_rank() == 0, **fields, **execution_fields(execution))
+    # last_batch is recorded, not compared on resume: the fingerprint already carries a change
+    config = write_run_config(config, run, write=_rank() == 0, **fields, **execution_fields(execution),
+                              last_batch=model_last_batch(config, model_key))
     L.seed_everything(seed, workers=True)
     settings = task_settings(config, dataset, task)
     store = prepared_dir(config, dataset, task)
@@ -274,6 +292,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     JOB.mark("data")
 
     train = config["training"]
+    last_batch = model_last_batch(config, model_key)
     module = DiscriminativeTask(
         model_key, task, config["model_size"], model_options(config, model_key), settings["class_weights"],
         train["optimizer"], train["lr"], config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"],
@@ -285,6 +304,10 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
         loader = getattr(module.model, "load_pretrained_unet", None) or module.model.load_unet
         loader(_load_state(pretrained_unet))
     _load_pretrained_encoder(config, model_key, module.model)
+    if last_batch_rule(train, has_batchnorm(module.model)) != last_batch:
+        raise RuntimeError(f"{model_key}: the built model and its meta-device build disagree on BatchNorm; the "
+                           "run's fingerprint would not describe its last-batch rule")
+    log.info("last batch of an epoch: %s", LAST_BATCH_NOTES[last_batch])
     JOB.mark("model")
 
     # best.ckpt: weights of the best-by-validation epoch (all evaluation needs); last.ckpt:
@@ -294,7 +317,8 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     resumable = ResumableEpochs(seed, None, last, config["training"].get("checkpoint_every_n_steps", 0))
     trainer = _fit_trainer(config, run, settings["max_epochs"], [best_ckpt, last_ckpt, resumable],
                            val_every=settings["val_every_n_epochs"], find_unused=not model_key.startswith("noise2map"))
-    train_loader = _train_loader(train_set, settings["batch_size"], workers, seed, trainer, accumulation_plan(train)[1])
+    train_loader = _train_loader(train_set, settings["batch_size"], workers, seed, trainer, accumulation_plan(train)[1],
+                                 last_batch)
     resumable.sampler = train_loader.batch_sampler
     val_loader = _eval_loader(val_set, settings["batch_size"], workers, trainer)
     JOB.mark("trainer")
@@ -318,8 +342,11 @@ def selection_checkpoints(ckpt_dir: Path, every_n_epochs: int = 1):
     one-second epochs spent a quarter of SegFormer's fit writing its 67 MB state)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_weights_only=True,
-                           enable_version_counter=False, save_on_train_epoch_end=False)
+    # save_top_k=1, mode min: Lightning replaces the kept one only when torch.lt(current, best),
+    # as the released `if val_loss < best: save` — the lowest loss, the earliest of equal ones,
+    # a NaN only while no loss is finite (tests/test_release_loop_rules.py); restored on resume.
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1,
+                           save_weights_only=True, enable_version_counter=False, save_on_train_epoch_end=False)
     # Not save_top_k=0 + save_last: Lightning 2.6 then writes last.ckpt only where another
     # checkpoint was saved, i.e. never before training ends. One unmonitored top-1 named
     # "last" is rewritten at every N-th epoch end (atomically, AtomicCheckpointIO).

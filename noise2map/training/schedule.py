@@ -9,16 +9,31 @@
   one batch each per epoch; the loader yields only those batches, see
   ``GlobalBatchSampler(keep_every=k)``). ``sum`` is real accumulation: k batches' gradients
   summed per step (Lightning's ``accumulate_grad_batches``).
+* **The last batch of an epoch.** The released DataLoader (no ``drop_last``) ends an epoch with
+  whatever is left, a batch of one sample included, and under ``accumulation: released`` that
+  batch is stepped alone when ``(i + 1) % k == 0``. BatchNorm cannot train on one sample, so
+  the suite merges a last batch of one into the batch before it (``fold``). The rule
+  (:func:`last_batch_rule`): ``keep`` (the release's batches exactly) when
+  ``training.accumulation`` is ``released`` and the model holds no BatchNorm layer
+  (:func:`has_batchnorm`: no ``torch.nn.modules.batchnorm._BatchNorm``, i.e. BatchNorm1d/2d/3d,
+  SyncBatchNorm and their lazy forms, anywhere in the built module — Noise2Map-SS/-CD and
+  DDPM-CD, GroupNorm only); ``fold`` otherwise (every BatchNorm model, and any run with
+  ``accumulation: sum``). A ``keep`` run records ``last_batch: keep`` in its fingerprint.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+
 import lightning as L
+import torch
 
 from noise2map.errors import ConfigError
 
 VAL_SCHEDULES = ("released", "lightning")
 ACCUMULATIONS = ("sum", "released")
+LAST_BATCHES = ("fold", "keep")
 
 
 def validation_due(epoch: int, every: int, schedule: str = "released") -> bool:
@@ -46,6 +61,49 @@ def accumulation_plan(train: dict) -> tuple[int, int]:
     accumulation, k = train.get("accumulation", "sum"), train["grad_accumulation"]
     keeps_batch(0, k, accumulation)  # checks the name
     return (k, 1) if accumulation == "sum" else (1, k)
+
+
+def has_batchnorm(module: torch.nn.Module) -> bool:
+    """Whether ``module`` holds a BatchNorm layer (BatchNorm1d/2d/3d, SyncBatchNorm, lazy ones)."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def last_batch_rule(train: dict, batchnorm: bool) -> str:
+    """``keep`` (the released DataLoader's last batch, one sample or more, as it is) when the
+    ``training`` block asks for the released accumulation and the model has no BatchNorm;
+    ``fold`` (a last batch of one joins the batch before it) otherwise."""
+    accumulation = train.get("accumulation", "sum")
+    keeps_batch(0, 1, accumulation)  # checks the name
+    return "keep" if accumulation == "released" and not batchnorm else "fold"
+
+
+@functools.lru_cache(maxsize=None)
+def _model_has_batchnorm(model_key: str, model_size: str, options: str) -> bool:
+    from baselines import build_model
+
+    kwargs = json.loads(options)
+    try:  # on the meta device: no memory, no time (as baselines.count_params)
+        with torch.device("meta"):
+            model = build_model(model_key, model_size, **kwargs)
+    except (RuntimeError, NotImplementedError):  # a builder that needs real tensors (MiT encoders)
+        model = build_model(model_key, model_size, **kwargs)
+    return has_batchnorm(model)
+
+
+def model_has_batchnorm(config: dict, model_key: str) -> bool:
+    """:func:`has_batchnorm` of ``model_key`` as the run builds it (the config's size and
+    options), known without building it for real: the fingerprint needs it before training."""
+    from noise2map.training.run import model_options
+
+    options = json.dumps(model_options(config, model_key), sort_keys=True, default=str)
+    return _model_has_batchnorm(model_key, config["model_size"], options)
+
+
+def model_last_batch(config: dict, model_key: str) -> str:
+    """:func:`last_batch_rule` of a run of ``model_key`` under ``config``."""
+    if config["training"].get("accumulation", "sum") != "released":
+        return "fold"  # no model to build: nothing but the released accumulation keeps it
+    return last_batch_rule(config["training"], model_has_batchnorm(config, model_key))
 
 
 class ValidationSchedule(L.Callback):

@@ -25,8 +25,9 @@ import lightning as L
 import numpy as np
 import torch
 
+from noise2map.errors import ConfigError
 from noise2map.keyed_random import epoch_seed
-from noise2map.training.schedule import keeps_batch
+from noise2map.training.schedule import LAST_BATCHES, keeps_batch
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,14 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
     """This rank's slice of each global batch of a (seed, epoch) permutation.
 
     Global batch i is ``perm[i*B:(i+1)*B]``; rank r of N takes the r-th of N near-equal
-    slices, so the union over ranks of every step is the batch one process would see. A last
-    global batch of one sample, or too short to give every rank one, is merged into the batch
+    slices, so the union over ranks of every step is the batch one process would see.
+    ``last_batch`` (:func:`~noise2map.training.schedule.last_batch_rule`): ``fold`` merges a
+    last global batch of one sample, or too short to give every rank one, into the batch
     before it (BatchNorm cannot train on one sample; DDP needs the same number of steps on
-    every rank). ``done`` counts the batches of the current epoch already
-    trained (kept up to date by :class:`ResumableEpochs`); a resumed epoch skips them.
+    every rank); ``keep`` leaves it as the released DataLoader (no ``drop_last``) yields it,
+    so the batches stepped are exactly the release's (a model without BatchNorm). ``done``
+    counts the batches of the current epoch already trained (kept up to date by
+    :class:`ResumableEpochs`); a resumed epoch skips them.
 
     Args:
         n: data set size. global_batch: samples per step over all ranks.
@@ -51,16 +55,28 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
         rank, world_size: this process and the number of processes.
         keep_every: 1, or k of the released accumulation: only batches k-1, 2k-1, … of each
             epoch's permutation are yielded.
+        last_batch: ``fold`` or ``keep``. With ``keep`` on N > 1 devices a stepped last batch
+            of fewer than N samples cannot be split: refused (ConfigError), since folding it
+            would make the run depend on the device count.
     """
 
     def __init__(self, n: int, global_batch: int, seed: int, shuffle: bool = True, rank: int = 0,
-                 world_size: int = 1, keep_every: int = 1):
+                 world_size: int = 1, keep_every: int = 1, last_batch: str = "fold"):
         if global_batch % world_size:
             raise ValueError(f"global batch {global_batch} is not divisible by {world_size} devices")
+        if last_batch not in LAST_BATCHES:
+            raise ValueError(f"last_batch must be one of {LAST_BATCHES}, got {last_batch!r}")
         self.n, self.global_batch, self.seed, self.shuffle = n, global_batch, seed, shuffle
-        self.keep_every = keep_every
+        self.keep_every, self.last_batch = keep_every, last_batch
         self.rank, self.world_size = rank, world_size
         self.epoch, self.done, self.skip, self.resumed = 0, 0, 0, False
+        batches, rest = -(-n // global_batch), n % global_batch
+        if (last_batch == "keep" and world_size > 1 and batches > 1 and 0 < rest < world_size
+                and keeps_batch(batches - 1, keep_every, "released")):
+            raise ConfigError(
+                f"the released loop steps on a last batch of {rest} sample(s) ({n} samples in batches of "
+                f"{global_batch}), which cannot be split over {world_size} devices: train this run on at most "
+                f"{rest} device(s) (training.devices), or with training.accumulation: sum")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -72,9 +88,10 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
         else:
             order = list(range(self.n))
         batches = [order[i:i + self.global_batch] for i in range(0, self.n, self.global_batch)]
-        if len(batches) > 1 and len(batches[-1]) < max(2, self.world_size):
+        if self.last_batch == "fold" and len(batches) > 1 and len(batches[-1]) < max(2, self.world_size):
             # a last batch of one sample (or too few for every rank to get one) joins the one
-            # before it: BatchNorm cannot train on a batch of one, and no sample is dropped
+            # before it: BatchNorm cannot train on a batch of one, and no sample is dropped.
+            # ("keep": the released DataLoader's last batch as it is, one sample or more.)
             batches[-2:] = [batches[-2] + batches[-1]]
         # The released loop backpropagates only batch i with (i + 1) % k == 0 and drops the
         # others' losses: training on every k-th batch alone is the same run, without their

@@ -13,12 +13,33 @@ from .common import (
 )
 
 
+AID_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif")
+
+
+def is_stray(path: Path) -> bool:
+    """A file or folder that is no part of the data set: a hidden entry (name starting with
+    ".": macOS' ``.DS_Store`` and the ``._<name>`` AppleDouble files beside each file) or
+    ``__MACOSX/``, where a zip made by macOS keeps those AppleDouble files."""
+    return path.name.startswith(".") or path.name == "__MACOSX"
+
+
+def aid_images(base: Path) -> list[Path]:
+    """The images of the class folders under ``base``: class folder then natural order,
+    stray entries (:func:`is_stray`) skipped."""
+    return sorted(
+        (p for d in base.iterdir() if d.is_dir() and not is_stray(d) for p in d.iterdir()
+         if p.is_file() and not is_stray(p) and p.suffix.lower() in AID_IMAGE_SUFFIXES),
+        key=lambda p: (p.parent.name.lower(), natural_key(p.name)),
+    )
+
+
 def prepare_aid(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
     """AID scene images, one random crop each, for pretraining.
 
     Rules:
     - Layout ``aid/AID/<ClassName>/<classname>_<n>.jpg`` (``aid/<ClassName>/`` accepted too);
-      files ordered by class folder, then by n.
+      files ordered by class folder, then by n. Stray entries are skipped: hidden names
+      (``.DS_Store``, ``._<file>.jpg`` AppleDouble files) and ``__MACOSX/`` (see :func:`is_stray`).
     - ``num_images`` images (all if None) drawn without replacement with
       ``numpy.random.default_rng(seed)``, kept in file order; then one ``tile_size``² crop per
       image at an offset drawn from the same generator (uniform over all whole crops).
@@ -29,11 +50,7 @@ def prepare_aid(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
     sources = Sources(raw_root)
     raw = raw_dir(Path(raw_root), "aid")
     base = raw / "AID" if (raw / "AID").is_dir() else raw
-    files = sorted(
-        (p for d in base.iterdir() if d.is_dir() for p in d.iterdir()
-         if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif")),
-        key=lambda p: (p.parent.name.lower(), natural_key(p.name)),
-    )
+    files = aid_images(base)
     if not files:
         raise DataNotFoundError(
             f"no images in class folders under {base}. Expected layout: {LAYOUTS['aid']} ({README_HINT})."
@@ -68,6 +85,8 @@ def prepare_aid(raw_root, out_dir, tile_size, seed=0, num_images=None) -> dict:
         "(all when num_images is None), kept in file order.",
         f"One random {t}x{t} crop per image (offset uniform, same seeded generator).",
         "Single split 'train'; no labels.",
+        "Files: <ClassName>/<classname>_<n>.jpg in class folder then natural order; hidden entries "
+        "(.DS_Store, ._* AppleDouble files) and __MACOSX/ are not images and are skipped.",
     ]
     return finish_store(
         "aid", out_dir, t, {"train": acc}, rules, sources,

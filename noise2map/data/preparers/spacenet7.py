@@ -184,8 +184,8 @@ def _is_pinned_metadata(sources: Sources) -> bool:
     """Whether the month list read is Hafner et al.'s file (its sha256 as pinned for acquisition)."""
     from ..acquire import SOURCES
 
-    pinned = next(a.sha256 for a in SOURCES["spacenet7"].archives if a.file == METADATA_FILE)
-    return sources.hashes.get(f"spacenet7/{METADATA_FILE}") == pinned
+    pinned = next((a.sha256 for a in SOURCES["spacenet7"].archives if a.file == METADATA_FILE), None)
+    return pinned is not None and sources.hashes.get(f"spacenet7/{METADATA_FILE}") == pinned
 
 
 def _count_checks(found: dict, synthetic: bool) -> tuple[dict, list[str]]:
