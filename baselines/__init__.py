@@ -49,6 +49,10 @@ class ModelSpec:
             (``"noise2map"`` or ``"sr3"``, DDPM-CD's); None for none.
         origin: where the spec was registered from (``built-in``, an entry point or a config
             module); set by the registry.
+        batchnorm: whether the model holds BatchNorm layers. Such a model never trains on a
+            batch of one sample (a last batch of one joins the one before it); one without
+            (GroupNorm) takes the released loop's batches as they are. Declared, so that a run's
+            settings know it without building the model; training checks it against the model.
     """
 
     key: str
@@ -63,6 +67,7 @@ class ModelSpec:
     pretrained_unet: str | None = None
     weights_loader: Callable[[nn.Module, object], None] | None = field(default=None, repr=False)
     origin: str = "built-in"
+    batchnorm: bool = True
 
     @property
     def expected_params_m(self) -> float:

@@ -774,5 +774,5 @@ SPECS = [
     ModelSpec("ddpm-cd", "DDPM-CD", "cd", 437.5, build,
               build_note="SR3 UNet (391.05M, frozen, pretrained by DDPM) + cd_head_v2 (46.41M), "
                          "decoder features at t = 50/100/400: 6 UNet passes per pair (437.45M)",
-              weights=(), pretrained_unet="sr3"),
+              weights=(), pretrained_unet="sr3", batchnorm=False),
 ]

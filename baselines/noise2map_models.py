@@ -33,7 +33,7 @@ def build(task: str, size: str, num_classes: int = 2, scheduler: dict | None = N
 _NOTE = "diffusers UNet2DModel (google/ddpm-church-256 config, 113.67M) + 3x3 in/out convs"
 SPECS = [
     ModelSpec("noise2map-ss", "Noise2Map-SS", "ss", 113.7, partial(build, "ss"), build_note=_NOTE,
-              pretrained_unet="noise2map"),
+              pretrained_unet="noise2map", batchnorm=False),
     ModelSpec("noise2map-cd", "Noise2Map-CD", "cd", 113.7, partial(build, "cd"), build_note=_NOTE,
-              pretrained_unet="noise2map"),
+              pretrained_unet="noise2map", batchnorm=False),
 ]

@@ -343,7 +343,19 @@ def run_settings(config: dict, task: str, dataset: str, model: str) -> dict:
                 "weights": model_weight_names(config, model)}
     if model.startswith("noise2map"):
         settings["noise2map"] = config["noise2map"]
+    if last_batch(config, model) == "keep":  # absent otherwise: those runs' settings are as they were
+        settings["last_batch"] = "keep"
     return settings
+
+
+def last_batch(config: dict, model: str) -> str:
+    """``keep``: the run trains on the released DataLoader's last batch as it is, one sample or
+    more (released accumulation, a model without BatchNorm); ``fold``: a last batch of one
+    joins the batch before it (a BatchNorm model, or ``accumulation: sum``)."""
+    from baselines import get_model_spec
+
+    released = config["training"].get("accumulation", "sum") == "released"
+    return "keep" if released and not get_model_spec(model).batchnorm else "fold"
 
 
 def model_weight_names(config: dict, model_key: str) -> list[str]:

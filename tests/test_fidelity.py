@@ -42,7 +42,8 @@ def test_corrected_preset_departs_exactly_where_it_fixes():
     changed = sorted(corrected.index[corrected["preset_value"] != paper["preset_value"]])
     assert changed == sorted(["SpaceNet7 evaluated split", "Checkpoint selection", "Validation loss",
                               "Gradient accumulation", "WHU-SS masks", "WHU-CD pairs", "SpaceNet7 building rasters",
-                              "xView2 pairs", "xView2 masks", "WHU file order", "WHU label modes"])
+                              "xView2 pairs", "xView2 masks", "WHU file order", "WHU label modes",
+                              "Last batch of an epoch"])
     assert corrected.loc["SpaceNet7 evaluated split", "preset_value"] == "test"
     assert corrected.loc["Gradient accumulation", "preset_value"] == "sum x2"
     assert corrected.loc["Checkpoint selection", "preset_value"] == "val"

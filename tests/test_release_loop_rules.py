@@ -154,7 +154,9 @@ def _old_fingerprint(config, task, dataset, model_key, seed, variant=None) -> st
     """run_fingerprint's payload before the last-batch rule existed."""
     from noise2map.config import run_settings, store_name
 
-    payload = {"settings": run_settings(config, task, dataset, model_key), "seed": int(seed), "variant": variant,
+    settings = run_settings(config, task, dataset, model_key)
+    settings.pop("last_batch", None)
+    payload = {"settings": settings, "seed": int(seed), "variant": variant,
                "store": store_name(config, f"{dataset}-{task}")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

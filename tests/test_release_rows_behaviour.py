@@ -171,7 +171,8 @@ def test_xview2_cd_keeps_a_pair_whose_mask_is_empty_as_the_released_xview2_cd_py
         for xid, rects in pairs.items():
             for kind in ("pre", "post"):
                 stem = f"santa-rosa-wildfire_{xid}_{kind}_disaster"
-                Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(raw / split / "images" / f"{stem}.png")
+                image = Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8))
+                image.save(raw / split / "images" / f"{stem}.png")
                 feats = [{"properties": {"feature_type": "building", "uid": f"{xid}-{k}",
                                          **({"subtype": "destroyed"} if kind == "post" else {})},
                           "wkt": f"POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"}
@@ -234,8 +235,9 @@ def test_a_released_spacenet7_checkpoint_is_scored_on_the_split_evaluate_py_scor
     scored = TileDataset(store, release_split("spacenet7"))
     t = torch.tensor([999])
     with torch.no_grad():
-        want = torch.cat([tile_counts(release_forward(model, release_noised("cd", (i["pre"][None], i["post"][None]), t), t),
-                                      i["mask"][None].long()) for i in scored])
+        noised = (release_noised("cd", (i["pre"][None], i["post"][None]), t) for i in scored)
+        want = torch.cat([tile_counts(release_forward(model, x, t), i["mask"][None].long())
+                          for x, i in zip(noised, scored)])
     counts = pd.read_csv(tmp_path / "run" / "tile_counts.csv")
     assert metrics["evaluated_on"] == "val" and list(counts["tile_id"]) == list(scored.tile_ids)
     assert counts[["tp", "fp", "fn", "tn"]].to_numpy().tolist() == want.tolist()

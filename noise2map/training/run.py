@@ -35,7 +35,7 @@ from noise2map.errors import CheckpointError, ConfigError
 from noise2map.io import atomic_path, write_json, write_text
 from noise2map.evaluation.metrics import COUNTS, scores_from_counts
 from noise2map.training.execution import apply_recorded_threads, pin_execution
-from noise2map.training.schedule import accumulation_plan, has_batchnorm, last_batch_rule, model_last_batch
+from noise2map.training.schedule import accumulation_plan, has_batchnorm, model_last_batch
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +220,9 @@ def run_fingerprint(config: dict, task: str, dataset: str, model_key: str, seed:
     (``run_settings``), the tile store it reads, the seed and its variant. Table I refuses a
     run whose fingerprint is not what the preset gives now (a stale run).
 
-    A run that trains on the released DataLoader's last batch as it is (``last_batch: keep``,
-    :func:`~noise2map.training.schedule.last_batch_rule`: released accumulation, no BatchNorm)
-    adds that to the payload; every other run's payload, and so its fingerprint, is the one it
+    A run that trains on the released DataLoader's last batch as it is (``last_batch: keep`` in
+    its settings, :func:`~noise2map.config.last_batch`: released accumulation, no BatchNorm)
+    has that in its payload; every other run's payload, and so its fingerprint, is the one it
     had before the rule existed (a fold run is trained as it was)."""
     import hashlib
     import json
@@ -231,8 +231,6 @@ def run_fingerprint(config: dict, task: str, dataset: str, model_key: str, seed:
 
     payload = {"settings": run_settings(config, task, dataset, model_key), "seed": int(seed), "variant": variant,
                "store": store_name(config, f"{dataset}-{task}")}
-    if model_last_batch(config, model_key) == "keep":
-        payload["last_batch"] = "keep"
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -304,9 +302,9 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
         loader = getattr(module.model, "load_pretrained_unet", None) or module.model.load_unet
         loader(_load_state(pretrained_unet))
     _load_pretrained_encoder(config, model_key, module.model)
-    if last_batch_rule(train, has_batchnorm(module.model)) != last_batch:
-        raise RuntimeError(f"{model_key}: the built model and its meta-device build disagree on BatchNorm; the "
-                           "run's fingerprint would not describe its last-batch rule")
+    if last_batch == "keep" and has_batchnorm(module.model):  # a batch of one would break its BatchNorm
+        raise ConfigError(f"{model_key}: its ModelSpec says batchnorm=False, but the built model holds BatchNorm "
+                          "layers; declare batchnorm=True in its spec (a last batch of one then joins the one before)")
     log.info("last batch of an epoch: %s", LAST_BATCH_NOTES[last_batch])
     JOB.mark("model")
 

@@ -23,8 +23,6 @@
 
 from __future__ import annotations
 
-import functools
-import json
 
 import lightning as L
 import torch
@@ -77,33 +75,19 @@ def last_batch_rule(train: dict, batchnorm: bool) -> str:
     return "keep" if accumulation == "released" and not batchnorm else "fold"
 
 
-@functools.lru_cache(maxsize=None)
-def _model_has_batchnorm(model_key: str, model_size: str, options: str) -> bool:
-    from baselines import build_model
-
-    kwargs = json.loads(options)
-    try:  # on the meta device: no memory, no time (as baselines.count_params)
-        with torch.device("meta"):
-            model = build_model(model_key, model_size, **kwargs)
-    except (RuntimeError, NotImplementedError):  # a builder that needs real tensors (MiT encoders)
-        model = build_model(model_key, model_size, **kwargs)
-    return has_batchnorm(model)
-
-
 def model_has_batchnorm(config: dict, model_key: str) -> bool:
-    """:func:`has_batchnorm` of ``model_key`` as the run builds it (the config's size and
-    options), known without building it for real: the fingerprint needs it before training."""
-    from noise2map.training.run import model_options
+    """Whether ``model_key`` holds BatchNorm layers, as its spec declares (``ModelSpec.batchnorm``;
+    the run checks it against the built model, :func:`has_batchnorm`)."""
+    from baselines import get_model_spec
 
-    options = json.dumps(model_options(config, model_key), sort_keys=True, default=str)
-    return _model_has_batchnorm(model_key, config["model_size"], options)
+    return get_model_spec(model_key).batchnorm
 
 
 def model_last_batch(config: dict, model_key: str) -> str:
     """:func:`last_batch_rule` of a run of ``model_key`` under ``config``."""
-    if config["training"].get("accumulation", "sum") != "released":
-        return "fold"  # no model to build: nothing but the released accumulation keeps it
-    return last_batch_rule(config["training"], model_has_batchnorm(config, model_key))
+    from noise2map.config import last_batch
+
+    return last_batch(config, model_key)
 
 
 class ValidationSchedule(L.Callback):
