@@ -12,6 +12,8 @@
     noise2map import-released CKPT --task T --dataset D [--config CFG] [--seed S] [--run-dir DIR]
                                                a released train.py checkpoint → a scored run folder
     noise2map evaluate RUN_DIR [--devices N] [--accelerator cpu|gpu]   re-score a run on test
+    noise2map runs [--config CFG | --results DIR] [--remove-stale]
+                                               run folders: fingerprint, done / resumable / stale, epoch, size
     noise2map tables table1|table2..table5|multitask|selection-delta --output CSV METRICS.json ... [--variants V ...]
     noise2map fidelity [--config CFG] --output CSV  the preset against the paper text and the released code
     noise2map figures fig4|fig5|fig6 --output BASE --runs RUN_DIR ... [--tiles N] [--timesteps T ...] [--csv CSV]
@@ -89,6 +91,19 @@ def cmd_acquire(args) -> None:
     _write_marker(args.marker, root, f"archive: {archives}" if archives else manifest["source"])
     print(f"{args.dataset}: in place in {root} ({manifest['source']}"
           + (f"; verified {archives}" if archives else "") + ")")
+
+
+def cmd_runs(args) -> None:
+    from noise2map.training.resume import format_states, remove_stale, run_states
+
+    root = Path(args.results) if args.results else Path((_config(args.config) if args.config else
+                                                        _config_default())["results_dir"])
+    rows = run_states(root)
+    print(format_states(rows))
+    if args.remove_stale:
+        gone = remove_stale(rows)
+        print(f"removed {len(gone)} stale checkpoint folder(s), {sum(r['bytes'] for r in gone)} bytes"
+              + "".join(f"\n  {r['run']}" for r in gone))
 
 
 def cmd_data(args) -> None:
@@ -392,6 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mirror", help="fetch every archive from <URL>/<file name> instead (config key data_mirror)")
     p.add_argument("--marker", help="write a JSON marker here once in place (for the workflow)")
     p.set_defaults(func=cmd_acquire)
+
+    p = sub.add_parser("runs", help="run folders: fingerprint, state (done / resumable / started / stale), epoch, "
+                                    "size; --remove-stale deletes the stale checkpoint folders")
+    p.add_argument("--config", help="a preset: list its results_dir (default: the paper preset's)")
+    p.add_argument("--results", help="list this folder instead")
+    p.add_argument("--remove-stale", action="store_true",
+                   help="delete every checkpoints/stale-<fingerprint>/ folder listed (the only command that does)")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("data", help="raw and prepared data sets")
     data_modes = p.add_subparsers(dest="data_command", required=True)

@@ -128,14 +128,32 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_config(*paths: str | Path, base: str | Path | None = PAPER_PRESET) -> dict:
-    """Merge the YAML files in order (over the paper preset) and validate the result.
+    """Merge the YAML files in order (over the paper preset), fill the schema's defaults and
+    validate the result: the config every CLI command and every Snakemake job sees alike
+    (Snakemake's ``validate(..., set_default=True)`` fills the same defaults).
 
     A file that already is a resolved config (it carries every key) passes through unchanged.
     """
     config: dict = read_yaml(base) if base else {}
     for path in paths:
         config = deep_merge(config, read_yaml(path))
-    return validate_config(config, source=" + ".join(map(str, paths)) or str(base))
+    return validate_config(fill_defaults(config), source=" + ".join(map(str, paths)) or str(base))
+
+
+def fill_defaults(config: dict) -> dict:
+    """``config`` with every ``default`` of the schema filled in where a key is absent (in
+    place, and returned): the schema is the one source of the defaults."""
+    def walk(schema: dict, node) -> None:
+        if not isinstance(node, dict):
+            return
+        for key, sub in schema.get("properties", {}).items():
+            if "default" in sub and key not in node:
+                node[key] = copy.deepcopy(sub["default"])
+            if key in node:
+                walk(sub, node[key])
+
+    walk(_schema(), config)
+    return config
 
 
 def task_settings(config: dict, dataset: str, task: str) -> dict:

@@ -162,6 +162,15 @@ class MultiTaskTask(_DeviceScaling, L.LightningModule):
         self.log("val/loss", total, prog_bar=True, sync_dist=False)
 
 
+def _fingerprint(config: dict, dataset: str, seed: int, lambda_cd: float, lambda_ss: float, single) -> str:
+    """The multi-task run's identity: the two single-task runs' fingerprints it trains at once
+    (their settings, stores and seed) and its loss weights."""
+    import hashlib
+
+    parts = [single(config, t, dataset, f"noise2map-{t}", seed) for t in ("ss", "cd")]
+    return hashlib.sha256(f"mt:{parts[0]}:{parts[1]}:{lambda_cd!r}:{lambda_ss!r}".encode()).hexdigest()[:16]
+
+
 def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir: Path,
                   pretrained_unet: Path | None = None, dataset: str = "whu", threads: int | None = None) -> dict | None:
     """Train the multi-task model with (λ_CD, λ_SS) = ``lambdas``, keep its best-by-validation
@@ -176,7 +185,6 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
     from noise2map.errors import ConfigError
     from noise2map.training.execution import pin_execution
     from noise2map.training.run import (
-        _discard_stale_checkpoints,
         _eval_loader,
         _fit_trainer,
         _load_state,
@@ -184,10 +192,13 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
         _train_loader,
         execution_fields,
         model_options,
+        pretrained_unet_fields,
+        run_fingerprint,
         selection_checkpoints,
         selection_splits,
         write_run_config,
     )
+    from noise2map.training.resume import set_aside_stale_checkpoints
     from noise2map.training.schedule import accumulation_plan
     from noise2map.training.seeding import ResumableEpochs
 
@@ -196,9 +207,10 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
     run.mkdir(parents=True, exist_ok=True)
     lambda_cd, lambda_ss = map(float, lambdas)
     fields = {"task": "mt", "dataset": dataset, "model": MODEL_KEY, "seed": seed, "lambda_cd": lambda_cd,
-              "lambda_ss": lambda_ss, "pretrained_unet": str(pretrained_unet) if pretrained_unet else None}
+              "lambda_ss": lambda_ss, **pretrained_unet_fields(pretrained_unet),
+              "fingerprint": _fingerprint(config, dataset, seed, lambda_cd, lambda_ss, run_fingerprint)}
     if _rank() == 0:
-        _discard_stale_checkpoints(run, config, fields)
+        set_aside_stale_checkpoints(run, fields)
     ckpt_dir = run / "checkpoints"
     execution = pin_execution(ckpt_dir, config, threads, resuming=(ckpt_dir / "last.ckpt").exists(),
                               write=_rank() == 0)

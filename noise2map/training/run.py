@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -27,14 +26,14 @@ from noise2map.config import (
     model_weight_names,
     prepared_dir,
     pretrain_init_names,
-    result_config,
     task_settings,
     validate_config,
 )
 from noise2map.errors import CheckpointError, ConfigError
-from noise2map.io import atomic_path, write_json, write_text
+from noise2map.io import atomic_path, sha256, write_json, write_text
 from noise2map.evaluation.metrics import COUNTS, scores_from_counts
 from noise2map.training.execution import apply_recorded_threads, pin_execution
+from noise2map.training.resume import set_aside_stale_checkpoints
 from noise2map.training.schedule import accumulation_plan, has_batchnorm, model_last_batch
 
 log = logging.getLogger(__name__)
@@ -271,10 +270,10 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     fields = {"task": task, "dataset": dataset, "model": model_key, "seed": seed,
-              "pretrained_unet": str(pretrained_unet) if pretrained_unet else None, **variant_fields(model_key, variant),
+              **pretrained_unet_fields(pretrained_unet), **variant_fields(model_key, variant),
               "fingerprint": run_fingerprint(config, task, dataset, model_key, seed, variant)}
     if _rank() == 0:
-        _discard_stale_checkpoints(run, config, fields)
+        set_aside_stale_checkpoints(run, fields)
     ckpt_dir = run / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     execution = pin_execution(ckpt_dir, config, threads, resuming=last.exists(), write=_rank() == 0)
@@ -382,18 +381,13 @@ def selection_splits(config: dict, store: Path, dataset: str, seed: int, run: Pa
     return (train if len(keep) == len(train) else torch.utils.data.Subset(train, keep)), val
 
 
-def _discard_stale_checkpoints(run: Path, config: dict, fields: dict) -> None:
-    """Resume only a run of the same config: a changed config starts from scratch."""
-    old_path, ckpts = run / "config.yaml", run / "checkpoints"
-    if not ckpts.exists():
-        return
-    old = yaml.safe_load(old_path.read_text()) if old_path.is_file() else None
-    old_fields = {k: v for k, v in (old or {}).get("run", {}).items() if k in fields}
-    same = (old is not None and old_fields == fields
-            and result_config({k: v for k, v in old.items() if k != "run"}) == result_config(config))
-    if not same:
-        log.warning("%s holds checkpoints of another config; starting afresh", ckpts)
-        shutil.rmtree(ckpts)
+def pretrained_unet_fields(pretrained_unet) -> dict:
+    """The UNet a run starts from, by path and content: a new pretraining at the same path is
+    another start, so a killed run of the old one is not resumed (its checkpoints are set aside)."""
+    if not pretrained_unet:
+        return {"pretrained_unet": None}
+    path = Path(pretrained_unet)
+    return {"pretrained_unet": str(path), "pretrained_unet_sha256": sha256(path) if path.is_file() else None}
 
 
 def _load_pretrained_encoder(config: dict, model_key: str, model) -> None:
