@@ -211,15 +211,15 @@ SOURCES: dict[str, RawSource] = {s.name: s for s in [
     RawSource(
         "whu-cd", "WHU building change detection, 256² crops in the BIT form (A/, B/, label/, list/)",
         (Archive("WHU-CD-256.zip", urls=("https://www.dropbox.com/s/r76a00jcxp5d3hl/WHU-CD-256.zip?dl=1",),
-                 page="the TinyCD README (Woojin0118/Building-change-detection-TinyCD); official whole-scene "
-                      "data: https://study.rsgis.whu.edu.cn/pages/download/building_dataset.html",
+                 page="DDPM-CD's README, §5.1 (wgcban/ddpm-cd; TinyCD and others reuse the link); official "
+                      "whole-scene data: https://study.rsgis.whu.edu.cn/pages/download/building_dataset.html",
                  member_marker=f"{WHU_CD_FOLDERS[0]}/*", into=""),),
         required=(*(f"{k}/*" for k in WHU_CD_FOLDERS), *(f"list/{s}.txt" for s, req in WHU_CD_LISTS.items() if req)),
         check=whu_cd_layout_problems,  # preparers.common: what prepare_whu_cd reads
         licence="third-party re-packaging of the WHU change detection data",
         counts=(("pairs (A)", "A/*"), ("labels", "label/*")),
         expected={"pairs (A)": 7620},
-        note="Dropbox link from the TinyCD README [3rd]; its inner layout is unverified (a wrapper folder is "
+        note="Dropbox link from DDPM-CD's README §5.1 [3rd]; its inner layout is unverified (a wrapper folder is "
              "stripped). The paper's 959 pairs come from an unknown 256² source [unverified]."),
     RawSource(
         "xview2", "xView2 / xBD challenge archives (santa-rosa-wildfire is used)",
