@@ -113,6 +113,23 @@ def file_server():
         yield server
 
 
+def kill_once_written(proc, path: Path, group: bool = False, timeout: float = 600) -> None:
+    """SIGKILL ``proc`` (its whole process group with ``group``) the moment ``path`` exists;
+    fails if the process ends first."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the process ended before it could be killed: {proc.communicate()[1][-3000:]}"
+    if group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def whu_cd_demo_store(root):
     """The demo config pointed at ``root``, with a prepared synthetic WHU-CD store in it."""
     from noise2map.config import load_config, prepared_dir

@@ -5,29 +5,27 @@ and listed by ``noise2map runs``."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from conftest import kill_once_written
 from noise2map.cli import main
 from noise2map.config import deep_merge, load_config, read_yaml
 from noise2map.training.resume import remove_stale, run_states, same_run, set_aside_stale_checkpoints
-from noise2map.training.run import pretrained_unet_fields, run_fingerprint
+from noise2map.runspec import run_spec, unet_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER, DEMO = ROOT / "workflow/config/paper.yaml", ROOT / "workflow/config/demo.yaml"
 
 
 def _fields(config: dict, task="cd", dataset="whu", model="fc-siam-conc", seed=0) -> dict:
-    return {"task": task, "dataset": dataset, "model": model, "seed": seed, **pretrained_unet_fields(None),
-            "fingerprint": run_fingerprint(config, task, dataset, model, seed)}
+    return {"task": task, "dataset": dataset, "model": model, "seed": seed, **unet_fields(None),
+            "fingerprint": run_spec(config, task, dataset, model, seed).fingerprint}
 
 
 # edits a user makes mid-campaign that change no run's result, and edits that do
@@ -73,9 +71,9 @@ def test_a_new_pretrained_unet_at_the_same_path_is_another_start(tmp_path):
     unet = tmp_path / "unet.pt"
     torch.save({"w": torch.zeros(2)}, unet)
     config = load_config(PAPER)
-    first = {**_fields(config, model="noise2map-cd"), **pretrained_unet_fields(unet)}
+    first = {**_fields(config, model="noise2map-cd"), **unet_fields(unet)}
     torch.save({"w": torch.ones(2)}, unet)  # pretrained again (another pretrain setting), same file name
-    second = {**_fields(config, model="noise2map-cd"), **pretrained_unet_fields(unet)}
+    second = {**_fields(config, model="noise2map-cd"), **unet_fields(unet)}
     assert first["pretrained_unet"] == second["pretrained_unet"] and not same_run(first, second)
     # a folder written before the content was recorded is judged on the rest
     older = {k: v for k, v in first.items() if k != "pretrained_unet_sha256"}
@@ -166,6 +164,27 @@ def test_the_cli_and_snakemake_see_the_same_defaults(tmp_path):
     assert ours["warm_start"] is False and ours["model_modules"] == [] and ours["downloads_dir"] == "data/downloads"
 
 
+def test_the_run_spec_is_the_one_identity_and_keeps_earlier_fingerprints(tmp_path):
+    import hashlib
+    import json
+
+    from noise2map.config import run_dir, run_settings, store_name
+    from noise2map.training.run import run_fingerprint
+
+    config = load_config(PAPER)
+    spec = run_spec(config, "ss", "xview2", "unet", 3, "a variant")
+    payload = {"settings": run_settings(config, "ss", "xview2", "unet"), "seed": 3, "variant": "a variant",
+               "store": store_name(config, "xview2-ss")}
+    assert spec.fingerprint == hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert spec.fingerprint == run_fingerprint(config, "ss", "xview2", "unet", 3, "a variant")
+    assert spec.settings == run_settings(config, "ss", "xview2", "unet") and spec.store == "xview2-ss"
+    assert spec.run_dir == run_dir(config, "ss", "xview2", "unet", 3)
+    assert spec.fields() == {"task": "ss", "dataset": "xview2", "model": "unet", "seed": 3, "pretrained_unet": None,
+                             "variant": "a variant", "display_name": "UNet (a variant)", "fingerprint": spec.fingerprint}
+    with pytest.raises(Exception):
+        spec.seed = 4  # frozen
+
+
 # --------------------------------------------------------------------------------------------
 # a real run, killed and resumed through Snakemake and the CLI across preset edits
 
@@ -190,15 +209,6 @@ def _snakemake(tmp_path, preset, *args, popen=False):
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
 
 
-def _kill_once_checkpointed(proc, last: Path) -> None:
-    deadline = time.time() + 600
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, f"the workflow ended before it could be killed: {proc.communicate()[1][-3000:]}"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def _fingerprint(run: Path) -> str:
     return yaml.safe_load((run / "config.yaml").read_text())["run"]["fingerprint"]
 
@@ -211,8 +221,8 @@ def test_killed_runs_resume_across_preset_edits_and_restart_on_an_lr_edit(tmp_pa
     log4 = tmp_path / "logs/demo/train_model/cd_whu_fc-siam-conc_seed4.log"
 
     # 1. kill -9 mid-run; add a seed, a model and a figure; the Snakemake rerun resumes it
-    _kill_once_checkpointed(_snakemake(tmp_path, preset, TARGET.format(seed=4), popen=True),
-                            run4 / "checkpoints/last.ckpt")
+    kill_once_written(_snakemake(tmp_path, preset, TARGET.format(seed=4), popen=True),
+                      run4 / "checkpoints/last.ckpt", group=True)
     first = _fingerprint(run4)
     killed_at = torch.load(run4 / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["global_step"]
     assert 0 < killed_at < 8
@@ -228,8 +238,8 @@ def test_killed_runs_resume_across_preset_edits_and_restart_on_an_lr_edit(tmp_pa
 
     # 2. a run started by Snakemake (the new seed) and resumed by `noise2map train` with the preset
     run5 = tmp_path / "results/demo/runs/cd/whu/fc-siam-conc/seed5"
-    _kill_once_checkpointed(_snakemake(tmp_path, preset, TARGET.format(seed=5), popen=True),
-                            run5 / "checkpoints/last.ckpt")
+    kill_once_written(_snakemake(tmp_path, preset, TARGET.format(seed=5), popen=True),
+                      run5 / "checkpoints/last.ckpt", group=True)
     by_hand = subprocess.run([sys.executable, "-m", "noise2map.cli", "train", "--config", str(preset), "--task", "cd",
                               "--dataset", "whu", "--model", "fc-siam-conc", "--seed", "5", "--threads", "1"],
                              check=False, capture_output=True, text=True, timeout=600, cwd=tmp_path)

@@ -5,7 +5,6 @@ Name groups: ``pytest -k ddp`` (data parallel), ``-k resume`` (kill and resume),
 (tests/test_slurm.py) and ``-k determinis`` (same seed, same result).
 """
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 import torch
 import traced_cli
 import yaml
+from conftest import kill_once_written
 
 from noise2map.config import prepared_dir
 from noise2map.data import generate, prepare
@@ -346,12 +346,7 @@ def test_resume_snakemake_target_after_kill_9_mid_epoch(tmp_path):
     run = tmp_path / "results/demo/runs/cd/whu/fc-siam-conc/seed4"
     last = run / "checkpoints" / "last.ckpt"
     proc = snakemake(target, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 600
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, f"the workflow ended before it could be killed: {proc.communicate()[1][-3000:]}"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_written(proc, last, group=True)
     # the demo's warm start: the job's process is a child of the warm server, outside the
     # group; it kills itself the moment its client is gone (give it that moment)
     time.sleep(1)

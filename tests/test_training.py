@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import kill_once_written
 
 from noise2map.config import load_config, prepared_dir
 from noise2map.data import generate, prepare
@@ -67,10 +68,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(config, tmp_path):
     it (traced: its first step is the checkpoint's, at the next epoch's first batch, and it
     trains on the uninterrupted run's remaining batches only) and ends with the weights and
     test counts of a run never interrupted."""
-    import os
-    import signal
     import subprocess
-    import time
 
     import traced_cli
 
@@ -89,12 +87,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(config, tmp_path):
     proc = subprocess.Popen(train(killed), env=traced_cli.environment(trace), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 600
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, f"training ended before it could be killed: {proc.communicate()[1][-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_written(proc, last)
     assert last.exists() and not (killed / "metrics.json").exists(), "the run was not killed mid-training"
     state = torch.load(last, map_location="cpu", weights_only=False)
     # 19 pairs in batches of 4 = 5 batches; the demo's released accumulation (k = 2) trains on

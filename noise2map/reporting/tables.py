@@ -178,14 +178,14 @@ def check_fingerprints(metrics: pd.DataFrame, metric_paths, config: dict) -> Non
     """Refuse a run trained with other settings than ``config`` gives now (copied in by hand,
     or left from an earlier preset): its fingerprint is not the one the preset would produce.
     ``metrics``: :func:`collect_metrics` of ``metric_paths``, row for row."""
-    from noise2map.training.run import run_fingerprint
+    from noise2map.runspec import run_spec
 
     for path, row in zip(metric_paths, metrics.to_dict("records")):
         if not isinstance(row.get("fingerprint"), str) or not isinstance(row.get("dataset_key"), str):
             raise DataFormatError(f"{path} has no settings fingerprint (a run from before the suite recorded "
                                   "one): rerun it so that its settings can be checked against the preset")
         variant = row["variant"] if isinstance(row.get("variant"), str) else None
-        expected = run_fingerprint(config, row["task"], row["dataset_key"], row["model_key"], row["seed"], variant)
+        expected = run_spec(config, row["task"], row["dataset_key"], row["model_key"], row["seed"], variant).fingerprint
         if row["fingerprint"] != expected:
             raise DataFormatError(f"{path} is stale: its settings fingerprint {row['fingerprint']} is not the "
                                   f"{expected} that preset `{config['preset']}` gives now (another preset, or a "

@@ -192,12 +192,12 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
         _train_loader,
         execution_fields,
         model_options,
-        pretrained_unet_fields,
         run_fingerprint,
         selection_checkpoints,
         selection_splits,
         write_run_config,
     )
+    from noise2map.runspec import unet_fields
     from noise2map.training.resume import set_aside_stale_checkpoints
     from noise2map.training.schedule import accumulation_plan
     from noise2map.training.seeding import ResumableEpochs
@@ -207,7 +207,7 @@ def multitask_run(config: dict, lambdas: tuple[float, float], seed: int, run_dir
     run.mkdir(parents=True, exist_ok=True)
     lambda_cd, lambda_ss = map(float, lambdas)
     fields = {"task": "mt", "dataset": dataset, "model": MODEL_KEY, "seed": seed, "lambda_cd": lambda_cd,
-              "lambda_ss": lambda_ss, **pretrained_unet_fields(pretrained_unet),
+              "lambda_ss": lambda_ss, **unet_fields(pretrained_unet),
               "fingerprint": _fingerprint(config, dataset, seed, lambda_cd, lambda_ss, run_fingerprint)}
     if _rank() == 0:
         set_aside_stale_checkpoints(run, fields)

@@ -49,8 +49,8 @@ def released_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def import_released(checkpoint: Path, config: dict, task: str, dataset: str, run: Path, seed: int = 0) -> dict:
     """Make ``run`` a run folder of the released checkpoint and score it; returns metrics."""
     from noise2map.config import task_settings, validate_config
-    from noise2map.training.run import (evaluate_run, library_versions, model_options, run_fingerprint,
-                                        variant_fields, write_run_config)
+    from noise2map.runspec import run_spec
+    from noise2map.training.run import evaluate_run, library_versions, model_options, write_run_config
     from noise2map.training.tasks import DiscriminativeTask
 
     validate_config(config)
@@ -63,9 +63,8 @@ def import_released(checkpoint: Path, config: dict, task: str, dataset: str, run
                                 config["noise2map"]["val_timestep"], config["noise2map"]["test_timestep"])
     _load(module.model, state, checkpoint, task)
     epoch = RELEASED_NAME.match(checkpoint.name)
-    config = write_run_config(config, run, task=task, dataset=dataset, model=key, seed=seed, pretrained_unet=None,
-                              **variant_fields(key, "released checkpoint"), versions=library_versions(),
-                              fingerprint=run_fingerprint(config, task, dataset, key, seed, "released checkpoint"),
+    spec = run_spec(config, task, dataset, key, seed, "released checkpoint", folder=run)
+    config = write_run_config(config, run, **spec.fields(), versions=library_versions(),
                               imported_from=str(checkpoint), imported_sha256=sha256(checkpoint),
                               imported_epoch=int(epoch.group(1)) if epoch else None)
     best = run / "checkpoints" / "best.ckpt"

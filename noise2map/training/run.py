@@ -30,9 +30,10 @@ from noise2map.config import (
     validate_config,
 )
 from noise2map.errors import CheckpointError, ConfigError
-from noise2map.io import atomic_path, sha256, write_json, write_text
+from noise2map.io import atomic_path, write_json, write_text
 from noise2map.evaluation.metrics import COUNTS, scores_from_counts
 from noise2map.training.execution import apply_recorded_threads, pin_execution
+from noise2map.runspec import run_spec
 from noise2map.training.resume import set_aside_stale_checkpoints
 from noise2map.training.schedule import accumulation_plan, has_batchnorm, model_last_batch
 
@@ -170,16 +171,6 @@ def _eval_loader(dataset, batch_size: int, workers: int, trainer):
                                        num_workers=workers, pin_memory=torch.cuda.is_available())
 
 
-def variant_fields(model_key: str, variant: str | None) -> dict:
-    """Run fields of a variant row ("Noise2Map-SS (released aid-10k backbone)"): it is tabulated
-    beside the model's own row and kept out of the paper's rank (``ranked: false``)."""
-    if not variant:
-        return {}
-    from baselines import get_model_spec
-
-    return {"variant": variant, "display_name": f"{get_model_spec(model_key).name} ({variant})"}
-
-
 def write_run_config(config: dict, run: Path, write: bool = True, **run_fields) -> dict:
     """The run's resolved config: the preset plus what this run is, version and commit."""
     resolved = {**config, "run": {**run_fields, "noise2map_version": __version__, "git_commit": _git_commit()}}
@@ -223,14 +214,7 @@ def run_fingerprint(config: dict, task: str, dataset: str, model_key: str, seed:
     its settings, :func:`~noise2map.config.last_batch`: released accumulation, no BatchNorm)
     has that in its payload; every other run's payload, and so its fingerprint, is the one it
     had before the rule existed (a fold run is trained as it was)."""
-    import hashlib
-    import json
-
-    from noise2map.config import run_settings, store_name
-
-    payload = {"settings": run_settings(config, task, dataset, model_key), "seed": int(seed), "variant": variant,
-               "store": store_name(config, f"{dataset}-{task}")}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return run_spec(config, task, dataset, model_key, seed, variant).fingerprint
 
 
 LAST_BATCH_NOTES = {
@@ -255,7 +239,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     only rank 0 writes the run folder's files. ``threads``: CPU threads of a new run (default
     ``training.num_threads``); a resumed run keeps the count it started with
     (:mod:`noise2map.training.execution`). ``variant``: a Table I row beside the model's own,
-    out of the paper's rank, e.g. "released aid-10k backbone" (:func:`variant_fields`).
+    out of the paper's rank, e.g. "released aid-10k backbone" (:func:`noise2map.runspec.variant_fields`).
     """
     import lightning as L
 
@@ -269,9 +253,7 @@ def train_run(config: dict, task: str, dataset: str, model_key: str, seed: int, 
     check_run_inputs(config, task, dataset, model_key)
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
-    fields = {"task": task, "dataset": dataset, "model": model_key, "seed": seed,
-              **pretrained_unet_fields(pretrained_unet), **variant_fields(model_key, variant),
-              "fingerprint": run_fingerprint(config, task, dataset, model_key, seed, variant)}
+    fields = run_spec(config, task, dataset, model_key, seed, variant, pretrained_unet, run).fields()
     if _rank() == 0:
         set_aside_stale_checkpoints(run, fields)
     ckpt_dir = run / "checkpoints"
@@ -379,15 +361,6 @@ def selection_splits(config: dict, store: Path, dataset: str, seed: int, run: Pa
     if fraction < 1:  # the ablations' protocol: a seeded share of the training scenes
         keep = [keep[i] for i in scene_subset([sources[k] for k in keep], fraction, seed)]
     return (train if len(keep) == len(train) else torch.utils.data.Subset(train, keep)), val
-
-
-def pretrained_unet_fields(pretrained_unet) -> dict:
-    """The UNet a run starts from, by path and content: a new pretraining at the same path is
-    another start, so a killed run of the old one is not resumed (its checkpoints are set aside)."""
-    if not pretrained_unet:
-        return {"pretrained_unet": None}
-    path = Path(pretrained_unet)
-    return {"pretrained_unet": str(path), "pretrained_unet_sha256": sha256(path) if path.is_file() else None}
 
 
 def _load_pretrained_encoder(config: dict, model_key: str, model) -> None:
