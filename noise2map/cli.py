@@ -609,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and os.environ.get("NOISE2MAP_WARM_SOCKET"):  # a local Snakemake job with warm_start
-        from noise2map.warm_start import run_warm
+        from noise2map.warm_client import run_warm
 
         code = run_warm(sys.argv[1:])
         if code is not None:

@@ -1,6 +1,7 @@
 """The package layout tells the story (data → models → training → evaluation → reporting) and
-has no import circle: every module's top-level imports, read with ast, form a graph without
-cycles, and every prepared data set has its preparer in a file of its own."""
+has no import circle: every module's imports, read with ast (those deferred into functions
+too), form a graph without cycles, and every prepared data set has its preparer in a file of
+its own."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _top_level_imports(path: Path, name: str) -> set[str]:
-    """noise2map modules imported at module level (function-level imports are deferred)."""
+def _imports(path: Path, name: str) -> set[str]:
+    """noise2map modules imported anywhere in the module: a deferred (function-level) import
+    still makes a circle, one that only shows when the function runs."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -37,7 +39,7 @@ def _top_level_imports(path: Path, name: str) -> set[str]:
 
 def _graph() -> dict[str, set[str]]:
     modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
-    return {name: {m for m in _top_level_imports(path, name) if m in modules and m != name}
+    return {name: {m for m in _imports(path, name) if m in modules and m != name}
             for name, path in modules.items()}
 
 
@@ -67,6 +69,8 @@ def test_no_import_circle():
     graph = _graph()
     assert "noise2map.data.preparers.common" in graph["noise2map.data.preparers.xview2"]
     assert "noise2map.data.preparers.xview2" in graph["noise2map.data.prepare"]
+    # deferred imports count: cli reaches the warm-start client only inside main()
+    assert "noise2map.warm_client" in graph["noise2map.cli"] and "noise2map.cli" in graph["noise2map.warm_start"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import torch
 import yaml
 from conftest import whu_cd_demo_store
 
-from noise2map import warm_start
+from noise2map import warm_client, warm_start
 from noise2map.config import deep_merge
 
 CLI = [sys.executable, "-m", "noise2map.cli"]
@@ -67,6 +68,25 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+def _fds(pid: int | str = "self") -> dict[int, str]:
+    """A process's open file descriptors above the standard streams, and what each is."""
+    found = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # the listing's own
+            continue
+    return {fd: what for fd, what in found.items() if fd > 2}
+
+
+def _plugin(folder: Path, name: str, code: str) -> Path:
+    """A config whose model_modules imports ``code`` (in the job: the server imports no plugin)."""
+    (folder / f"{name}.py").write_text(code + "\nSPECS = []\n")
+    config = folder / f"{name}.yaml"
+    config.write_text(yaml.safe_dump({"model_modules": [name]}))
+    return config
 
 
 def _wait_for(condition, seconds: float = 60.0):
@@ -119,9 +139,9 @@ def test_a_job_whose_environment_differs_runs_in_its_own_process(server, tmp_pat
 
 def test_no_server_means_a_cold_run(monkeypatch, tmp_path):
     monkeypatch.setenv(warm_start.SOCKET_ENV, str(tmp_path / "no-such-socket"))
-    assert warm_start.run_warm(["models"]) is None
+    assert warm_client.run_warm(["models"]) is None
     monkeypatch.delenv(warm_start.SOCKET_ENV)
-    assert warm_start.run_warm(["models"]) is None
+    assert warm_client.run_warm(["models"]) is None
 
 
 def test_a_signal_reaches_the_child_and_its_death_is_the_jobs(server, tmp_path):
@@ -133,6 +153,8 @@ def test_a_signal_reaches_the_child_and_its_death_is_the_jobs(server, tmp_path):
     config.write_text(yaml.safe_dump({"model_modules": ["slow_plugin"]}))
     job = subprocess.Popen(CLI + ["models", "--config", str(config)], env=_job_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     (child,) = _wait_for(lambda: _children(pid))
+    # the client signals the child by a pidfd the server sent (a pid may be another's later)
+    _wait_for(lambda: "anon_inode:[pidfd]" in _fds(job.pid).values())
     job.send_signal(signal.SIGTERM)
     assert job.wait(timeout=30) == -signal.SIGTERM
     _wait_for(lambda: not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2])
@@ -186,9 +208,229 @@ def test_a_warm_training_run_equals_a_cold_one(server, tmp_path):
 def test_a_job_of_another_installation_runs_in_its_own_process(server, tmp_path, monkeypatch, capfd):
     """A job whose noise2map comes from another venv or checkout must not get the server's code."""
     monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)  # as in the server's environment
-    assert warm_start.run_warm(["models", "--format", "csv"]) == 0  # this process: served
+    assert warm_client.run_warm(["models", "--format", "csv"]) == 0  # this process: served
     assert capfd.readouterr().out.startswith("name,key,")
-    monkeypatch.setattr(warm_start, "installation", lambda: ["/elsewhere/.venv", "/elsewhere/noise2map"])
-    assert warm_start.run_warm(["models", "--format", "csv"]) is None
+    monkeypatch.setattr(warm_client, "installation", lambda: ["/elsewhere/.venv", "/elsewhere/noise2map"])
+    assert warm_client.run_warm(["models", "--format", "csv"]) is None
     assert _forked(tmp_path) == 1
     assert "(it runs ['/elsewhere/.venv', '/elsewhere/noise2map'], the server [" in _log(tmp_path)
+
+
+def test_a_two_device_cpu_run_trains_warm_and_equals_the_cold_one(server, tmp_path):
+    """``training.devices: 2`` on CPU (DDP over gloo). Lightning starts rank 1 as ``python -m
+    <__main__.__spec__.name> <sys.argv[1:]>``: in the warm child those are the job's
+    (``python -m noise2map.cli train ...``), not the server's, which made rank 1 a second
+    server (socket ``train``, log ``--config``) and left rank 0 waiting for it. Rank 1's
+    environment has the rank's variables, so it runs in its own process."""
+    two_devices = {"training": {"devices": 2, "datasets": {"whu": {"cd": {"max_epochs": 2}}}}}
+    config = deep_merge(whu_cd_demo_store(tmp_path), two_devices)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    runs = {}
+    for mode in ("cold", "warm"):
+        env = _job_env(**({warm_start.SOCKET_ENV: None} if mode == "cold" else {}))
+        run = tmp_path / mode
+        done = subprocess.run(CLI + ["train", "--config", str(config_file), "--task", "cd", "--dataset", "whu",
+                                     "--model", "fc-siam-conc", "--seed", "0", "--run-dir", str(run)],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr
+        runs[mode] = run
+    metrics = {mode: json.loads((run / "metrics.json").read_text()) for mode, run in runs.items()}
+    for key in ("tp", "fp", "fn", "tn", "f1", "iou", "f1_pos", "selected_on"):
+        assert metrics["warm"][key] == metrics["cold"][key]
+    states = {mode: torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+              for mode, run in runs.items()}
+    assert states["warm"].keys() == states["cold"].keys()
+    assert all(torch.equal(states["warm"][k], states["cold"][k]) for k in states["cold"])
+    log = _log(tmp_path)
+    assert _forked(tmp_path) == 1, log  # rank 0
+    assert "ran in its own process (its environment differs in " in log and "LOCAL_RANK" in log, log
+    assert not (tmp_path / "--config").exists(), "no second server started"
+
+
+def test_a_forked_job_holds_no_descriptor_of_the_server_or_its_siblings(server, tmp_path):
+    """A child keeps its standard streams and its own connection (its client's death is its
+    own), not the listening socket, the wake-up pipe or the connections of the jobs beside."""
+    path, pid = server
+    slow = _plugin(tmp_path, "slow_plugin", "import time\ntime.sleep(60)")
+    listing = _plugin(tmp_path, "fds_plugin", "import json, os\nfrom pathlib import Path\nfound = {}\n"
+                      "for fd in os.listdir('/proc/self/fd'):\n    try:\n"
+                      "        found[fd] = os.readlink(f'/proc/self/fd/{fd}')\n    except OSError:\n        pass\n"
+                      "Path(__file__).with_suffix('.json').write_text(json.dumps(found))")
+    sibling = subprocess.Popen(CLI + ["models", "--config", str(slow)], env=_job_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _children(pid))
+        kinds = {}
+        for mode in ("warm", "cold"):
+            env = _job_env(**({warm_start.SOCKET_ENV: None} if mode == "cold" else {}))
+            subprocess.run(CLI + ["models", "--config", str(listing)], env=env, check=True, capture_output=True,
+                           timeout=300)
+            found = json.loads((tmp_path / "fds_plugin.json").read_text())
+            kinds[mode] = sorted(what.split(":")[0] for fd, what in found.items() if int(fd) > 2)
+        assert kinds["warm"] == sorted([*kinds["cold"], "socket"]), kinds
+    finally:
+        sibling.send_signal(signal.SIGTERM)
+        sibling.wait(timeout=30)
+    assert _forked(tmp_path) == 2
+
+
+def test_a_forked_job_gets_the_threads_a_fresh_process_would(server, tmp_path):
+    """The server runs on one thread (torch's and the thread variables), so a fork inherits no
+    thread pool; the child takes torch's count from the job's OMP_NUM_THREADS, else the
+    machine's default, as a fresh process would."""
+    path, pid = server
+    config = _plugin(tmp_path, "threads_plugin", "import json, os, torch\nfrom pathlib import Path\n"
+                     "Path(__file__).with_suffix('.json').write_text("
+                     "json.dumps([torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS')]))")
+    seen = {}
+    for omp in (None, "1"):  # (torch caps a count above the machine's cores; the child does not)
+        for mode in ("warm", "cold"):
+            env = _job_env(OMP_NUM_THREADS=omp, **({warm_start.SOCKET_ENV: None} if mode == "cold" else {}))
+            subprocess.run(CLI + ["models", "--config", str(config)], env=env, check=True, capture_output=True,
+                           timeout=300)
+            seen[mode, omp] = json.loads((tmp_path / "threads_plugin.json").read_text())
+    assert seen["warm", None] == seen["cold", None] and seen["warm", "1"] == seen["cold", "1"] == [1, "1"], seen
+    assert _forked(tmp_path) == 2
+    assert f"its torch on 1 thread, a job's default {seen['cold', None][0]})" in _log(tmp_path)
+    start_env = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+    # torch reads its default from these two at its import; the server pins them after
+    assert "OMP_NUM_THREADS" not in start_env and "MKL_NUM_THREADS" not in start_env
+    assert start_env["OPENBLAS_NUM_THREADS"] == start_env["NUMEXPR_NUM_THREADS"] == "1"
+
+
+def test_a_server_that_never_answers_means_a_cold_run(tmp_path, monkeypatch, capfd):
+    """A server that takes the connection and never replies: the client gives up after
+    REPLY_TIMEOUT, says so and runs the job in its own process (a child never starts
+    without the client's go-ahead, so the job cannot run twice)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "socket"))
+    listener.listen(1)  # never accepted: connect and send still succeed
+    monkeypatch.setenv(warm_start.SOCKET_ENV, str(tmp_path / "socket"))
+    monkeypatch.setattr(warm_client, "REPLY_TIMEOUT", 0.5)
+    began = time.monotonic()
+    try:
+        assert warm_client.run_warm(["models"]) is None
+    finally:
+        listener.close()
+    assert time.monotonic() - began < 10
+    assert f"the warm server (socket {tmp_path / 'socket'}) gave no answer in 0.5 s: this job runs in its own " \
+           "process" in capfd.readouterr().err
+
+
+def test_a_child_whose_client_gave_up_never_runs(server, tmp_path):
+    """The client that timed out as the reply came: its child got no go-ahead and ends unstarted."""
+    path, pid = server
+    config = _plugin(tmp_path, "marker_plugin", "from pathlib import Path\nPath(__file__).with_suffix('.ran').touch()")
+    request = json.dumps({"argv": ["models", "--config", str(config)], "argv0": "noise2map", "cwd": str(tmp_path),
+                          "env": _job_env(), "start": time.time(), "install": warm_client.installation()}).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(path)
+        socket.send_fds(sock, [warm_client.LENGTH.pack(len(request)) + request], [0, 1, 2])
+        kind, child, pidfd = warm_client.read_reply(sock, with_fd=True)
+        assert kind == "P" and child > 0
+        if pidfd is not None:
+            os.close(pidfd)
+    _wait_for(lambda: "ended unstarted" in _log(tmp_path))
+    _wait_for(lambda: _children(pid) == [])
+    assert not (tmp_path / "marker_plugin.ran").exists()
+
+
+def test_a_signal_by_pidfd_never_reaches_a_process_that_took_the_pid():
+    """send_signal goes by the pidfd: a process that got the pid since is not hit."""
+    gone = subprocess.Popen(["sleep", "60"])
+    pidfd = warm_client.pidfd_open(gone.pid)
+    if pidfd is None:
+        gone.kill()
+        gone.wait()
+        pytest.skip("no pidfd on this system")
+    gone.kill()
+    gone.wait()
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        warm_client.send_signal(bystander.pid, pidfd, signal.SIGTERM)  # as if the bystander had the pid now
+        time.sleep(0.2)
+        assert bystander.poll() is None
+    finally:
+        os.close(pidfd)
+        bystander.kill()
+        bystander.wait()
+
+
+def test_stop_server_signals_the_pid_file_only_while_it_is_that_server(tmp_path, monkeypatch):
+    """From a process without the server's handle, stop_server reads the pid file: a pid that
+    is no longer that server's (it was killed, its pid reused) is left alone."""
+    folder = tmp_path / "noise2map-warm-gone"
+    folder.mkdir()
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (folder / "socket.pid").write_text(str(bystander.pid))
+        monkeypatch.setenv(warm_start.SOCKET_ENV, str(folder / "socket"))
+        monkeypatch.setattr(warm_start, "_SERVER", None)
+        warm_start.stop_server()
+        time.sleep(0.2)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_the_socket_folders_of_killed_servers_are_removed(tmp_path):
+    """start_server first removes the folders of servers that are gone; those of live
+    servers, of servers starting now and other folders stay."""
+    def folder(name: str, pid: int | None = None) -> Path:
+        path = tmp_path / f"noise2map-warm-{name}"
+        path.mkdir()
+        if pid is not None:
+            (path / "socket.pid").write_text(str(pid))
+            (path / "socket").touch()
+        return path
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = tmp_path / "noise2map-warm-live"
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "noise2map.warm_start",
+                               str(live / "socket")])  # its command line names the server and its socket
+    try:
+        stale = [folder("dead", dead.pid), folder("reused", os.getpid())]  # a pid that is not a warm server
+        old = folder("unstarted")
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
+        stale.append(old)
+        kept = [folder("live", server.pid), folder("starting"), tmp_path / "other"]
+        kept[-1].mkdir()
+        assert sorted(warm_start.remove_stale_folders(str(tmp_path))) == sorted(map(str, stale))
+        assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_job_that_would_use_a_gpu_runs_in_its_own_process(server, tmp_path, monkeypatch):
+    """A forked process cannot use CUDA safely: a job asking for a GPU, or with ``auto`` where
+    CUDA is available, is refused by name and runs in its own process."""
+    for accelerator in ("gpu", "auto", "cpu"):
+        (tmp_path / f"{accelerator}.yaml").write_text(yaml.safe_dump({"training": {"accelerator": accelerator,
+                                                                                    "devices": 2}}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"training": {"accelerator": "gpu"}}))
+
+    def gpu(*argv, cuda=False):
+        return warm_start.gpu_use(list(argv), str(tmp_path), lambda: cuda)
+
+    train = ["train", "--task", "cd", "--dataset", "whu", "--model", "fc-siam-conc", "--seed", "0", "--config"]
+    assert gpu(*train, "gpu.yaml") == "it asks for a GPU, training.accelerator gpu"
+    assert gpu(*train, "auto.yaml", cuda=True) == "it would run on a GPU, training.accelerator auto with CUDA available"
+    assert gpu(*train, "auto.yaml") == gpu(*train, "cpu.yaml", cuda=True) == ""  # 2 CPU devices: served
+    assert gpu("pretrain", "--config", "gpu.yaml", "--output-dir", "out") != ""
+    assert gpu("evaluate", str(run)) == "it asks for a GPU, the run's training.accelerator gpu"
+    assert gpu("evaluate", str(run), "--accelerator", "cpu") == ""
+    assert gpu("bench", "train", "--device", "cuda") == "it asks for a GPU, --device cuda"
+    assert gpu("bench", "infer", cuda=True) != "" and gpu("bench", "infer") == ""
+    assert gpu("models") == gpu("train", "--no-such-option") == gpu("train", "--config", "missing.yaml") == ""
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)  # as in the server's environment
+    monkeypatch.chdir(tmp_path)
+    assert warm_client.run_warm([*train, "gpu.yaml"]) is None
+    assert _forked(tmp_path) == 0
+    assert "ran in its own process (it asks for a GPU, training.accelerator gpu): ['train'," in _log(tmp_path)

@@ -48,6 +48,8 @@ from .preparers.common import (
     WHU_CD_FOLDERS, WHU_CD_LISTS, WHU_DIRNAME, WHU_FOLDERS, WHU_MEMBER_MARKER, WHU_SPLITS, whu_cd_layout_problems,
     whu_count_globs, whu_layout_problems,
 )
+# HAFNER_COMMIT: importable from here too (the sources' pins)
+from .preparers.spacenet7 import HAFNER_COMMIT, METADATA_FILE, METADATA_PAGE, METADATA_SHA256, METADATA_URL  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,6 @@ LOCK = "archives.lock.json"
 MANIFEST = "{name}.acquired.json"
 SYNTHETIC_MARKER = "SYNTHETIC.json"
 DEFAULT_DOWNLOADS = "data/downloads"
-HAFNER_COMMIT = "704d4fdb25f9efb03dbda7cc339761dc15c18d9a"  # SebastianHafner/SemiSupervisedMultiModalCD
 
 # Sample counts the paper reports (§IV-A, §IV-B) per prepared data set.
 PAPER_COUNTS = {
@@ -175,12 +176,7 @@ SOURCES: dict[str, RawSource] = {s.name: s for s in [
                  member_marker="*/images_masked/global_monthly_*_mosaic_*.tif", into="train"),
          # The release's month list: Hafner et al.'s file, at the commit that holds it (no licence
          # file in that repository: fetched, never shipped).
-         Archive("metadata_train.json",
-                 urls=(f"https://raw.githubusercontent.com/SebastianHafner/SemiSupervisedMultiModalCD/"
-                       f"{HAFNER_COMMIT}/dataset/metadata_train.json",),
-                 page=f"https://github.com/SebastianHafner/SemiSupervisedMultiModalCD/blob/{HAFNER_COMMIT}/"
-                      "dataset/metadata_train.json",
-                 sha256="c5973861cdeabc49eee9265dc5b616f37318ecd0dec893d1033b81a3c7690a68",
+         Archive(METADATA_FILE, urls=(METADATA_URL,), page=METADATA_PAGE, sha256=METADATA_SHA256,
                  checksum_source="the file at that commit (291,049 bytes)", into="metadata_train.json",
                  size="291 kB", plain=True)),
         required=("train/*/images_masked/global_monthly_*_mosaic_*.tif",

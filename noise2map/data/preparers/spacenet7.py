@@ -65,8 +65,14 @@ SPACENET7_EXCLUDED_AOIS: frozenset[str] = frozenset({"L15-0571E-1075N_2287_3888_
 # What the release's inputs count on the full train tarball with metadata_train.json
 # (59 split AOIs: 599 / 319 / 301 usable months x 16 tiles = the paper's 19,504).
 SPACENET7_EXPECTED = {"AOI folders": 60, "monthly mosaics": 1423, "usable months": 1219, "SS tiles": 19504}
-# Hafner et al.'s month list (SebastianHafner/SemiSupervisedMultiModalCD, dataset/metadata_train.json).
+# Hafner et al.'s month list: SebastianHafner/SemiSupervisedMultiModalCD, dataset/metadata_train.json at
+# the commit that holds it (that repository has no licence file: acquisition fetches it, nothing ships it).
 METADATA_FILE = "metadata_train.json"
+HAFNER_COMMIT = "704d4fdb25f9efb03dbda7cc339761dc15c18d9a"
+METADATA_URL = (f"https://raw.githubusercontent.com/SebastianHafner/SemiSupervisedMultiModalCD/{HAFNER_COMMIT}/"
+                "dataset/metadata_train.json")
+METADATA_PAGE = f"https://github.com/SebastianHafner/SemiSupervisedMultiModalCD/blob/{HAFNER_COMMIT}/dataset/metadata_train.json"
+METADATA_SHA256 = "c5973861cdeabc49eee9265dc5b616f37318ecd0dec893d1033b81a3c7690a68"
 # SpaceNet7
 
 _SN7_IMAGE = re.compile(r"^global_monthly_(\d{4})_(\d{2})_mosaic_(.+)\.tif$")
@@ -162,13 +168,10 @@ def _sn7_metadata(raw: Path, sources: Sources) -> dict | None:
     if not path.is_file():
         if (raw / "SYNTHETIC.json").is_file():
             return None
-        from ..acquire import SOURCES  # the pinned URL and checksum live with the other archives
-
-        a = next(a for a in SOURCES["spacenet7"].archives if a.file == METADATA_FILE)
         raise DataNotFoundError(
             f"{path} does not exist: the released SpaceNet7-SS loader keeps a month only when Hafner et al.'s "
             f"{METADATA_FILE} says label true and mask false. Run `noise2map acquire spacenet7` (it fetches the "
-            f"file), or download {a.urls[0]} (sha256 {a.sha256}) and put it at {path}. "
+            f"file), or download {METADATA_URL} (sha256 {METADATA_SHA256}) and put it at {path}. "
             "(preparation.spacenet7_ss_months: labelled keeps every labelled month without it.)")
     try:
         metadata = json.loads(path.read_text())
@@ -182,10 +185,7 @@ def _sn7_metadata(raw: Path, sources: Sources) -> dict | None:
 
 def _is_pinned_metadata(sources: Sources) -> bool:
     """Whether the month list read is Hafner et al.'s file (its sha256 as pinned for acquisition)."""
-    from ..acquire import SOURCES
-
-    pinned = next((a.sha256 for a in SOURCES["spacenet7"].archives if a.file == METADATA_FILE), None)
-    return pinned is not None and sources.hashes.get(f"spacenet7/{METADATA_FILE}") == pinned
+    return sources.hashes.get(f"spacenet7/{METADATA_FILE}") == METADATA_SHA256
 
 
 def _count_checks(found: dict, synthetic: bool) -> tuple[dict, list[str]]:
