@@ -357,7 +357,7 @@ def run_settings(config: dict, task: str, dataset: str, model: str) -> dict:
     settings = {"tile_size": config["tile_size"], "model_size": config["model_size"], "training": training,
                 "task_settings": task_settings(config, dataset, task),
                 "validation_split": config["training"]["validation_split"].get(dataset),
-                "selection": config.get("selection", "released"),
+                "selection": config["selection"],
                 "weights": model_weight_names(config, model)}
     if model.startswith("noise2map"):
         settings["noise2map"] = config["noise2map"]

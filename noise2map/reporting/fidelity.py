@@ -201,7 +201,7 @@ POINTS: list[Point] = [
     Point("Checkpoint selection", "best validation loss",
           "train.py validates (and keeps the best epoch) on SpaceNet7 val, on WHU and xView2 test",
           "selection + training.validation_split",
-          lambda c: c.get("selection", "released") if c.get("selection", "released") != "released" else
+          lambda c: c["selection"] if c["selection"] != "released" else
           "/".join(c["training"]["validation_split"].get(d, "val") for d in DATASETS), "val/test/test",
           evidence=RELEASE + "train.py L246-247 (validation split: SpaceNet7 val, WHU and xView2 test), L288, "
           "L316-326 (`if val_loss < best_val_loss:` saves best_model_epoch_<epoch>.pth); evaluate.py L145-148 "

@@ -294,7 +294,7 @@ def _write_head_metrics(out: Path, config: dict, task: str, module: MultiTaskTas
         "seed": fields["seed"], "preset": config["preset"], "model_size": config["model_size"],
         "params_m": round(sum(p.numel() for p in module.model.parameters()) / 1e6, 3),  # the whole shared model
         "paper_params_m": None, "num_test_tiles": len(counts),
-        "selection": config.get("selection", "released"), "selected_on": selected_on(config, task, fields),
+        "selection": config["selection"], "selected_on": selected_on(config, task, fields),
         "evaluated_on": evaluation_split(config, fields["dataset"]),
         **totals, **scores_from_counts(**totals), "checkpoint": str(checkpoint),
         "lambda_cd": module.hparams.lambda_cd, "lambda_ss": module.hparams.lambda_ss,

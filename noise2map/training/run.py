@@ -347,7 +347,7 @@ def selection_splits(config: dict, store: Path, dataset: str, seed: int, run: Pa
 
     train = TileDataset(store, "train", uint8=True)
     sources = [t["source"] for t in train.tiles]
-    if config.get("selection", "released") == "released":
+    if config["selection"] == "released":
         keep, val = list(range(len(train))), TileDataset(store, config["training"]["validation_split"].get(dataset, "val"),
                                                         uint8=True)
     else:
@@ -476,7 +476,7 @@ def load_checkpoint(cls, checkpoint: Path):
 
 def selected_on(config: dict, task: str, fields: dict) -> str:
     """The split the run's checkpoint was chosen on, in words for the tables' notes."""
-    if config.get("selection", "released") == "val":
+    if config["selection"] == "val":
         return "val-carve"  # 10 % of train, whole scenes
     return config["training"]["validation_split"].get(fields.get("dataset"), "val")
 
@@ -500,7 +500,7 @@ def _write_metrics(run: Path, config: dict, module, counts: pd.DataFrame, checkp
         "seed": fields.get("seed"), "preset": config["preset"], "model_size": config["model_size"],
         "params_m": round(sum(p.numel() for p in module.model.parameters()) / 1e6, 3),
         "paper_params_m": spec.paper_params_m, "num_test_tiles": len(counts),
-        "selection": config.get("selection", "released"), "selected_on": selected_on(config, spec.task, fields),
+        "selection": config["selection"], "selected_on": selected_on(config, spec.task, fields),
         "evaluated_on": evaluation_split(config, fields.get("dataset") or _dataset_from_run(run)),
         **totals, **scores_from_counts(**totals), "checkpoint": str(checkpoint),
     }

@@ -66,7 +66,7 @@ wildcard_constraints:
 
 
 # Checkpoint selection of the preset's runs, and the other one (compared in selection_delta.csv).
-SELECTION = config.get("selection", "released")
+SELECTION = config["selection"]
 OTHER_SELECTION = "val" if SELECTION == "released" else "released"
 
 
