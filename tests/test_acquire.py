@@ -344,6 +344,8 @@ def test_data_status_reports_present_verified_prepared_and_what_to_do(synthetic,
     out = capsys.readouterr().out
     blocks = {b.split(":", 1)[0]: b for b in out.strip().split("\n\n")[1:]}
     assert set(blocks) == {"spacenet7", "whu", "whu-cd", "xview2", "aid", "majortom", "imagenet"}
+    assert "terms:    CC BY-NC-SA 4.0" in blocks["xview2"] and "terms:    CC BY-SA 4.0" in blocks["spacenet7"]
+    assert all("  terms:    " in b for b in blocks.values())  # every data set says its terms
 
     counts = {s: v["count"] for s, v in prepared["splits"].items()}
     assert sum(counts.values()) == 30 and sum(prepared["dropped"].values()) == 10  # every 4th pair: no change

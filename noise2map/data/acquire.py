@@ -181,7 +181,8 @@ SOURCES: dict[str, RawSource] = {s.name: s for s in [
                  size="291 kB", plain=True)),
         required=("train/*/images_masked/global_monthly_*_mosaic_*.tif",
                   "train/*/labels_match_pix/*_Buildings.geojson"),
-        licence="public on the SpaceNet AWS open-data bucket",
+        licence="CC BY-SA 4.0, public on the SpaceNet AWS open-data bucket; metadata_train.json: Hafner et al.'s "
+                "repository, no licence file (fetched for your use, not redistributed)",
         counts=(("AOI folders", "train/*/"), ("monthly mosaics (images_masked)", "train/*/images_masked/*.tif"),
                 ("label files (labels_match_pix)", "train/*/labels_match_pix/*.geojson")),
         expected={"AOI folders": 60, "monthly mosaics (images_masked)": 1423},
@@ -619,7 +620,7 @@ def status(config: dict) -> list[dict]:
                 prepared[pname] = None
         archives = {a.file: (downloads / a.file).is_file() for a in source.archives}
         todo = _todo(source, present, manifest, prepared, archives, raw_root, downloads, mirror, synthetic)
-        rows.append({"name": name, "title": source.title, "in_workflow": source.in_workflow,
+        rows.append({"name": name, "title": source.title, "in_workflow": source.in_workflow, "licence": source.licence,
                      "raw_dir": str(root), "present": present, "missing": problems,
                      "synthetic": present and is_synthetic(root), "manifest": manifest,
                      "counts": (manifest or {}).get("counts") or (layout_counts(source, root) if present else {}),
@@ -677,6 +678,8 @@ def format_status(rows: list[dict], config: dict) -> str:
     for r in rows:
         out.append("")
         out.append(f"{r['name']}: {r['title']}" + ("" if r["in_workflow"] else " [not in the paper workflow]"))
+        if r.get("licence"):
+            out.append(f"  terms:    {r['licence']}")
         if r["present"]:
             counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items() if not k.startswith("class ")) or "-"
             out.append(f"  present:  yes{' (synthetic)' if r['synthetic'] else ''}, {r['raw_dir']} ({counts})")
