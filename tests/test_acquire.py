@@ -112,12 +112,15 @@ def _no_leftovers(raw: Path, name: str):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_download_verify_extract_and_layout_via_the_cli(file_server, synthetic, sn7_archive, sn7_md5, tmp_path):
+def test_download_verify_extract_and_layout_via_the_cli(file_server, synthetic, sn7_archive, sn7_md5, tmp_path,
+                                                        caplog):
+    caplog.set_level("INFO")
     file_server.files[SN7] = sn7_archive
     raw, dl, marker = tmp_path / "raw", tmp_path / "downloads", tmp_path / "raw" / "spacenet7.ready.json"
     code = main(["acquire", "spacenet7", "--raw", str(raw), "--downloads", str(dl), "--mirror", file_server.url,
                  "--marker", str(marker)])
     assert code == 0
+    assert "spacenet7: terms of use: CC BY-SA 4.0" in caplog.text  # said before the download
     assert file_server.requests == [(SN7, None)]
     assert (dl / SN7).read_bytes() == sn7_archive and not (dl / f"{SN7}.part").exists()
 

@@ -482,6 +482,8 @@ def acquire(name: str, raw_root, downloads_dir=DEFAULT_DOWNLOADS, base_url: str 
         raise DataNotFoundError(f"raw data set {name!r} is not in place ({layout_problems(source, root)[0]}) and "
                                 f"{len(missing)} archive(s) are missing.\n"
                                 + how_to_get(source, root, downloads, missing, raw_root))
+    if source.licence:
+        log.info("%s: terms of use: %s", name, source.licence)  # said before anything is fetched
     got = []  # (archive, path, sha256, md5, origin, fetched-now)
     for a in source.archives:
         path = downloads / a.file
