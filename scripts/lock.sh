@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 tested=$(mktemp --suffix=.txt)
 trap 'rm -f "$tested"' EXIT
 python -m pip freeze --exclude-editable | grep -v -e '^-e ' -e '^noise2map-bench' > "$tested"
-# the local package index of this workplace, where there is one (torch lies there)
+# a local package index, where the machine has one (a site mirror holding torch)
 extra=()
 for index in /opt/pypi/simple /opt/pypi-more/simple; do
     [ -d "$index" ] && extra+=(--extra-index-url "file://$index")
