@@ -8,6 +8,8 @@
 set -euo pipefail
 
 log() { echo "start_slurm: $*" >&2; }
+# the daemons and runuser live in the sbin folders, which a minimal PATH (env -i) lacks
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 if command -v sinfo >/dev/null && sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
     log "SLURM already running: $(sinfo -h -o '%P %T %D')"
