@@ -411,7 +411,7 @@ def test_missing_raw_dir(name, tmp_path):
     with pytest.raises(DataNotFoundError) as info:
         prepare(name, tmp_path, tmp_path / "out", T)
     assert str(tmp_path / RAW_DIR_OF[name]) in str(info.value)
-    assert "README" in str(info.value)
+    assert "docs/data.md" in str(info.value)
     (tmp_path / RAW_DIR_OF[name]).mkdir()
     with pytest.raises(DataNotFoundError, match="is empty"):
         prepare(name, tmp_path, tmp_path / "out", T)

@@ -1,6 +1,7 @@
-"""Every `snakemake` and `noise2map` command that README.md shows still works: snakemake
-commands are dry-run (`-n`) from a scratch folder, noise2map commands are parsed by the real
-argument parser, so a renamed flag, target or subcommand fails here before a user meets it."""
+"""Every `snakemake` and `noise2map` command that README.md and docs/ show still works:
+snakemake commands are dry-run (`-n`) from a scratch folder, noise2map commands are parsed by
+the real argument parser, so a renamed flag, target or subcommand fails here before a user
+meets it."""
 
 import os
 import re
@@ -14,22 +15,23 @@ import pytest
 from noise2map.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+PAGES = [p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]]
 
 
 def readme_commands(tool: str) -> list[str]:
     """``tool`` commands of the README's code blocks (``&&`` chains split, comments dropped)
     and of its inline code spans."""
     found = []
-    for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", README, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            for part in line.split("  #")[0].split("&&"):
-                if part.strip().startswith(f"{tool} "):
-                    found.append(part.strip())
-    prose = re.sub(r"```.*?```", " ", README, flags=re.S).replace("\n", " ")
-    for span in re.findall(r"`([^`]+)`", prose):
-        if span.startswith(f"{tool} ") and span not in found:
-            found.append(span)
+    for page in PAGES:
+        for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", page, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                for part in line.split("  #")[0].split("&&"):
+                    if part.strip().startswith(f"{tool} "):
+                        found.append(part.strip())
+        prose = re.sub(r"```.*?```", " ", page, flags=re.S).replace("\n", " ")
+        for span in re.findall(r"`([^`]+)`", prose):
+            if span.startswith(f"{tool} ") and span not in found:
+                found.append(span)
     return [" ".join(c.split()) for c in dict.fromkeys(found)]
 
 
@@ -49,6 +51,33 @@ SNAKEMAKE = [c for c in readme_commands("snakemake") if "results/" in c]
 def test_the_readme_shows_commands_of_both_tools():
     assert len(SNAKEMAKE) >= 8 and len(NOISE2MAP) >= 10
     assert any("--configfile workflow/config/demo.yaml" in c and "--report" in c for c in SNAKEMAKE)
+    assert "snakemake --profile workflow/profiles/demo" in (ROOT / "README.md").read_text()
+
+
+def test_the_demo_profile_is_the_long_form_of_the_demo_command():
+    """`snakemake --profile workflow/profiles/demo` (the README's first command) sets what the
+    long form in docs/quick-start.md passes on the command line."""
+    import yaml
+
+    profile = yaml.safe_load((ROOT / "workflow/profiles/demo/config.yaml").read_text())
+    long_form = next(c for c in SNAKEMAKE if "--report-after-run" in c and "--configfile workflow/config/demo.yaml" in c)
+    tokens = shlex.split(long_form)
+    assert profile["configfile"] == tokens[tokens.index("--configfile") + 1:]
+    assert profile["cores"] == tokens[tokens.index("--cores") + 1] == "all"
+    assert profile["report"] == tokens[tokens.index("--report") + 1] and profile["report-after-run"] is True
+
+
+@pytest.mark.slow
+def test_the_demo_profile_dry_runs_the_whole_demo(tmp_path):
+    import yaml
+
+    profile = yaml.safe_load((ROOT / "workflow/profiles/demo/config.yaml").read_text())
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+                           "--directory", str(tmp_path), "-n", "--cores", "1", "--configfile",
+                           *[str(ROOT / f) for f in profile["configfile"]]],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"total\s+106", done.stdout + done.stderr)
 
 
 def _subparsers():

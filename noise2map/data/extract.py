@@ -146,7 +146,7 @@ def extract(path: Path, dest: Path) -> int:
         raise DataFormatError(
             f"{path}: {exc}; a data archive holds plain files and folders only, so this one is not the "
             "data set's (or was tampered with): nothing was extracted into the raw folder. Fetch it again "
-            "from the source named in README.md."
+            "from the source named in docs/data.md."
         ) from None
     if count == 0:
         raise DataFormatError(f"{path} is an empty {kind} archive; fetch it again.")

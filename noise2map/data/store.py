@@ -55,7 +55,7 @@ class TileDataset(Dataset):
             raise DataNotFoundError(
                 f"prepared data set manifest {manifest_path} does not exist: the tile store is "
                 "not prepared (or its preparation did not finish). Run the prepare step for this "
-                "data set (noise2map.data.prepare), see the data section of README.md."
+                "data set (noise2map.data.prepare), see docs/data.md."
             )
         self.manifest = read_json(manifest_path, "delete the store's folder and prepare it again")
         self.task = self.manifest["task"]

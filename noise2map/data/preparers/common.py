@@ -80,7 +80,7 @@ TASK_OF = {
 }
 WHU_DIRNAME = "3. The cropped image tiles and raster labels"
 
-README_HINT = "see the data section of README.md"
+README_HINT = "see docs/data.md"
 
 LAYOUTS = {
     "spacenet7": "spacenet7/train/<aoi>/images_masked/global_monthly_<YYYY>_<MM>_mosaic_<aoi>.tif "
