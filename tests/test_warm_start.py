@@ -178,21 +178,26 @@ def test_a_killed_client_takes_its_child_with_it(server, tmp_path):
     _wait_for(lambda: _children(pid) == [], seconds=5)
 
 
-def test_a_warm_training_run_equals_a_cold_one(server, tmp_path):
-    """The same run (one thread each) trained in a fresh process and forked from the server:
-    the same checkpoint tensors and the same test metrics; the warm one's imports are short."""
-    config = deep_merge(whu_cd_demo_store(tmp_path), {"training": {"datasets": {"whu": {"cd": {"max_epochs": 2}}}}})
+def _train_cold_and_warm(tmp_path, edits: dict, model: str, timeout: int, **run) -> tuple[dict, dict]:
+    """The same `noise2map train` in a fresh process and forked from the server: the run
+    folders and the processes' stderr, by mode."""
+    config = deep_merge(whu_cd_demo_store(tmp_path), edits)
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    runs = {}
+    runs, stderr = {}, {}
     for mode in ("cold", "warm"):
         env = _job_env(**({warm_start.SOCKET_ENV: None} if mode == "cold" else {}))
-        run = tmp_path / mode
+        runs[mode] = tmp_path / mode
         done = subprocess.run(CLI + ["train", "--config", str(config_file), "--task", "cd", "--dataset", "whu",
-                                     "--model", "noise2map-cd", "--seed", "0", "--run-dir", str(run)],
-                              env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        runs[mode] = run
+                                     "--model", model, "--seed", "0", "--run-dir", str(runs[mode])],
+                              env=env, capture_output=True, text=True, timeout=timeout, **run)
+        assert done.returncode == 0, done.stderr[-3000:]
+        stderr[mode] = done.stderr
+    return runs, stderr
+
+
+def _assert_same_result(runs: dict) -> None:
+    """Equal test metrics and equal checkpoint tensors, warm and cold."""
     metrics = {mode: json.loads((run / "metrics.json").read_text()) for mode, run in runs.items()}
     for key in ("tp", "fp", "fn", "tn", "f1", "iou", "f1_pos", "selected_on"):
         assert metrics["warm"][key] == metrics["cold"][key]
@@ -200,6 +205,14 @@ def test_a_warm_training_run_equals_a_cold_one(server, tmp_path):
               for mode, run in runs.items()}
     assert states["warm"].keys() == states["cold"].keys()
     assert all(torch.equal(states["warm"][k], states["cold"][k]) for k in states["cold"])
+
+
+def test_a_warm_training_run_equals_a_cold_one(server, tmp_path):
+    """The same run (one thread each) trained in a fresh process and forked from the server:
+    the same checkpoint tensors and the same test metrics; the warm one's imports are short."""
+    runs, _ = _train_cold_and_warm(tmp_path, {"training": {"datasets": {"whu": {"cd": {"max_epochs": 2}}}}},
+                                   "noise2map-cd", 600)
+    _assert_same_result(runs)
     assert _forked(tmp_path) == 1, _log(tmp_path)
     timing = {mode: json.loads((run / "timing.json").read_text())["seconds"] for mode, run in runs.items()}
     assert timing["warm"]["imports"] < timing["cold"]["imports"]
@@ -223,26 +236,9 @@ def test_a_two_device_cpu_run_trains_warm_and_equals_the_cold_one(server, tmp_pa
     server (socket ``train``, log ``--config``) and left rank 0 waiting for it. Rank 1's
     environment has the rank's variables, so it runs in its own process."""
     two_devices = {"training": {"devices": 2, "datasets": {"whu": {"cd": {"max_epochs": 2}}}}}
-    config = deep_merge(whu_cd_demo_store(tmp_path), two_devices)
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    runs = {}
-    for mode in ("cold", "warm"):
-        env = _job_env(**({warm_start.SOCKET_ENV: None} if mode == "cold" else {}))
-        run = tmp_path / mode
-        done = subprocess.run(CLI + ["train", "--config", str(config_file), "--task", "cd", "--dataset", "whu",
-                                     "--model", "fc-siam-conc", "--seed", "0", "--run-dir", str(run)],
-                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr
-        runs[mode] = run
-    metrics = {mode: json.loads((run / "metrics.json").read_text()) for mode, run in runs.items()}
-    for key in ("tp", "fp", "fn", "tn", "f1", "iou", "f1_pos", "selected_on"):
-        assert metrics["warm"][key] == metrics["cold"][key]
-    states = {mode: torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-              for mode, run in runs.items()}
-    assert states["warm"].keys() == states["cold"].keys()
-    assert all(torch.equal(states["warm"][k], states["cold"][k]) for k in states["cold"])
+    runs, stderr = _train_cold_and_warm(tmp_path, two_devices, "fc-siam-conc", 300, cwd=tmp_path)
+    assert all("GLOBAL_RANK: 1, MEMBER: 2/2" in text for text in stderr.values())
+    _assert_same_result(runs)
     log = _log(tmp_path)
     assert _forked(tmp_path) == 1, log  # rank 0
     assert "ran in its own process (its environment differs in " in log and "LOCAL_RANK" in log, log

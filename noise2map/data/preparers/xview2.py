@@ -159,11 +159,14 @@ def _prepare_xview2(name: str, raw_root, out_dir, tile_size: int, pairs: str = "
             stem = pre_p.name[: -len("_pre_disaster.png")]
             xid = stem.rsplit("_", 1)[-1]
             pre = read_rgb(pre_p)
-            footprints = footprint_mask(pre_lab, pre.shape[:2], border)
+            # the self-check needs only whether the pre label has a polygon; the mask is filled
+            # only where it is the one used
+            footprints = footprint_mask(pre_lab, pre.shape[:2], border) if mask == "pre_footprints" else None
+            has_pre = footprints is not None if mask == "pre_footprints" else bool(_footprint_outlines(pre_lab))
             damaged255, n_damaged = _xview2_mask(post_lab, pre.shape[:2])
             sources.add(pre_lab)
             sources.add(post_lab)
-            if footprints is None:
+            if not has_pre:
                 no_pre[split].append(xid)
             if n_damaged == 0:
                 no_damaged[split].append(xid)
